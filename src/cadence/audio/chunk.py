@@ -97,8 +97,9 @@ class AudioChunk:
             data = arr
         elif np.issubdtype(arr.dtype, np.integer):
             info = np.iinfo(arr.dtype)
-            scale = float(max(abs(info.min), info.max))
-            offset = 0.0 if info.min < 0 else (info.max + 1) / 2.0  # unsigned PCM is offset
+            # signed PCM spans [min, max]; unsigned PCM (8-bit WAV) is offset by half its range
+            offset = 0.0 if info.min < 0 else (info.max + 1) / 2.0
+            scale = float(-info.min) if info.min < 0 else offset
             data = ((arr.astype(np.float64) - offset) / scale).astype(np.float32)
         elif np.issubdtype(arr.dtype, np.floating):
             data = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=1.0, neginf=-1.0)

@@ -67,20 +67,36 @@ class WebRtcClassifier:
 
 
 class SileroClassifier:
-    """Silero VAD through ONNX Runtime; 512-sample frames at 16 kHz (32 ms)."""
+    """Silero VAD v6 through ONNX Runtime, no torch: the ONNX file faster-whisper ships.
+
+    512-sample frames at 16 kHz (32 ms), each prefixed with the previous frame's last 64
+    samples; the LSTM state is carried from frame to frame.
+    """
 
     frame_samples = 512
+    _context = 64
 
     def __init__(self, config: VadConfig) -> None:
-        import torch  # noqa: F401  (silero-vad's ONNX wrapper takes torch tensors)
-        from silero_vad import load_silero_vad
+        import onnxruntime
+        from faster_whisper.utils import get_assets_path
 
-        self._model = load_silero_vad(onnx=True)
+        opts = onnxruntime.SessionOptions()
+        opts.inter_op_num_threads = 1
+        opts.intra_op_num_threads = 1
+        opts.log_severity_level = 4
+        path = f"{get_assets_path()}/silero_vad_v6.onnx"
+        self._session = onnxruntime.InferenceSession(
+            path, providers=["CPUExecutionProvider"], sess_options=opts
+        )
+        self._h = np.zeros((1, 1, 128), np.float32)
+        self._c = np.zeros((1, 1, 128), np.float32)
+        self._prev = np.zeros(self._context, np.float32)
 
     def probability(self, frame: np.ndarray) -> float:
-        import torch
-
-        return float(self._model(torch.from_numpy(frame), VAD_RATE).item())
+        x = np.concatenate([self._prev, frame]).reshape(1, -1).astype(np.float32)
+        self._prev = frame[-self._context :].astype(np.float32)
+        out, self._h, self._c = self._session.run(None, {"input": x, "h": self._h, "c": self._c})
+        return float(np.asarray(out).reshape(-1)[0])
 
 
 def make_classifier(config: VadConfig) -> FrameClassifier:

@@ -1,0 +1,96 @@
+"""One reply attempt: LLM tokens → clause chunker → TTS audio, tagged with its generation id.
+
+A generation runs as two tasks (text producer, speech synthesizer) joined by a bounded
+queue, so TTS of clause 1 overlaps the LLM writing clause 2. Cancelling it cancels both;
+the session drops anything it still emits afterwards by its id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cadence.audio.chunk import AudioChunk, StreamResampler
+from cadence.audio.tts import PiperTTS
+from cadence.llm.base import ChatMessage, GenerationOptions, LLMBackend
+from cadence.llm.chunker import ClauseChunker
+
+CLAUSE_QUEUE_SIZE = 16
+
+
+@dataclass
+class GenerationCallbacks:
+    """How a generation reports back to its session (all called on the event loop)."""
+
+    on_delta: Callable[[int, str], None]
+    on_clause: Callable[[int, str], None]
+    on_audio: Callable[[int, str, AudioChunk, bool], None]  # gen, clause, audio, first chunk
+    on_llm_done: Callable[[int], None]
+
+
+@dataclass
+class Generation:
+    generation: int
+    user_text: str
+    speculative: bool
+    text: str = ""
+    task: asyncio.Task[None] | None = None
+    held: list[tuple[str, AudioChunk]] = field(default_factory=list)  # silent until promoted
+    started_response: bool = False
+    finished: bool = False
+    cancelled: bool = False
+    error: str = ""
+
+
+async def run_generation(
+    gen: Generation,
+    messages: Sequence[ChatMessage],
+    llm: LLMBackend,
+    tts: PiperTTS,
+    output_rate: int,
+    callbacks: GenerationCallbacks,
+    options: GenerationOptions | None = None,
+) -> None:
+    """Stream one reply; returns when every clause has been synthesized."""
+    clauses: asyncio.Queue[str | None] = asyncio.Queue(CLAUSE_QUEUE_SIZE)
+
+    async def write() -> None:
+        chunker = ClauseChunker()
+        try:
+            async for delta in llm.stream(messages, options):
+                gen.text += delta
+                callbacks.on_delta(gen.generation, delta)
+                for clause in chunker.push(delta):
+                    callbacks.on_clause(gen.generation, clause)
+                    await clauses.put(clause)
+            for clause in chunker.flush():
+                callbacks.on_clause(gen.generation, clause)
+                await clauses.put(clause)
+            callbacks.on_llm_done(gen.generation)
+        finally:
+            await clauses.put(None)
+
+    async def speak() -> None:
+        first = True
+        while (clause := await clauses.get()) is not None:
+            resampler = StreamResampler(tts.sample_rate, output_rate)
+            pieces = await asyncio.to_thread(_synthesize, tts, clause, resampler)
+            for i, piece in enumerate(pieces):
+                if piece.size:
+                    callbacks.on_audio(
+                        gen.generation, clause if i == 0 else "", AudioChunk(piece.reshape(-1, 1), output_rate), first
+                    )
+                    first = False
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(write())
+        group.create_task(speak())
+
+
+def _synthesize(tts: PiperTTS, clause: str, resampler: StreamResampler) -> list[np.ndarray]:
+    pieces = [resampler.process(audio) for audio in tts.stream(clause)]
+    pieces.append(resampler.process(np.zeros(0, np.float32), last=True))
+    return pieces

@@ -1,0 +1,106 @@
+"""What a session tells the outside world: transcripts, reply text and audio, state, latency.
+
+Transports map these one-to-one onto their wire events (Realtime JSON, WebRTC data channel,
+the Python API's async iterator); the session never formats wire messages itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from cadence.audio.chunk import AudioChunk
+
+
+@dataclass(frozen=True)
+class UserSpeechStarted:
+    audio_ms: float  # on the session clock
+
+
+@dataclass(frozen=True)
+class UserSpeechStopped:
+    audio_ms: float
+
+
+@dataclass(frozen=True)
+class UserTranscript:
+    text: str
+    final: bool
+
+
+@dataclass(frozen=True)
+class UserTurnCommitted:
+    text: str
+
+
+@dataclass(frozen=True)
+class ResponseStarted:
+    generation: int
+
+
+@dataclass(frozen=True)
+class ResponseText:
+    """The words of the audio that follows (a clause), released together with it."""
+
+    generation: int
+    text: str
+
+
+@dataclass(frozen=True)
+class ResponseAudio:
+    generation: int
+    audio: AudioChunk  # mono float32 at the session's output rate
+
+
+@dataclass(frozen=True)
+class PlaybackControl:
+    """Pause, resume or flush (stop) what a player still has queued of a generation."""
+
+    generation: int
+    command: Literal["pause", "resume", "stop"]
+
+
+@dataclass(frozen=True)
+class ResponseDone:
+    generation: int
+    text: str  # everything generated
+    status: Literal["completed", "cancelled", "failed"]
+    latency: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class AssistantTurnCommitted:
+    """What the user actually heard of a generation, as recorded in the history."""
+
+    generation: int
+    text: str
+    interrupted: bool
+    played_ms: float
+
+
+@dataclass(frozen=True)
+class StateUpdate:
+    state: str  # listening | thinking | speaking (user_speaking shows as listening)
+
+
+@dataclass(frozen=True)
+class SessionError:
+    code: str
+    message: str
+
+
+SessionOutput = (
+    UserSpeechStarted
+    | UserSpeechStopped
+    | UserTranscript
+    | UserTurnCommitted
+    | ResponseStarted
+    | ResponseText
+    | ResponseAudio
+    | PlaybackControl
+    | ResponseDone
+    | AssistantTurnCommitted
+    | StateUpdate
+    | SessionError
+)

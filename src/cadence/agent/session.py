@@ -1,0 +1,491 @@
+"""A conversation: wires VAD → ASR → TurnController → LLM → chunker → TTS → playout.
+
+The session owns the conversation's tasks and nothing global. It stamps every event with
+its clock, feeds the sans-I/O TurnController, executes the actions it returns and reports
+what happened as `SessionOutput`s through `events()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cadence.agent import events as ev
+from cadence.agent import outputs as out
+from cadence.agent.budgets import StageBudgets
+from cadence.agent.clock import Clock, MonotonicClock
+from cadence.agent.generation import Generation, GenerationCallbacks, run_generation
+from cadence.agent.history import History
+from cadence.agent.latency import TurnTimeline
+from cadence.agent.playout import Playout
+from cadence.agent.runtime import Runtime
+from cadence.agent.turns import TurnConfig, TurnController
+from cadence.audio.chunk import AudioChunk, StreamResampler
+from cadence.audio.echo import EchoGuard
+from cadence.audio.vad import VAD_RATE, VoiceActivityDetector
+from cadence.config import Profile
+from cadence.errors import CadenceError
+from cadence.llm.base import ChatMessage
+
+log = logging.getLogger(__name__)
+
+TICK_MS = 20.0
+PARTIAL_INTERVAL_MS = 400.0
+PRE_ROLL_S = 0.3
+MAX_UTTERANCE_S = 30.0
+OUTPUT_QUEUE_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    output_rate: int = 24_000
+    turn_detection: bool = True  # False: manual turns (commit + response.create)
+    auto_tick: bool = True  # False: the driver calls `tick()` (offline runs)
+
+
+class Session:
+    """One user's conversation. Create, `start()`, push audio/text, read `events()`, `close()`."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        profile: Profile | None = None,
+        *,
+        options: SessionOptions | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.profile = profile or Profile()
+        self.options = options or SessionOptions()
+        self.clock: Clock = clock or MonotonicClock()
+        self.budgets = StageBudgets.from_dict(dict(self.profile.budgets))
+        self.controller = TurnController(TurnConfig(**dict(self.profile.turns)))
+        self.history = History()
+        self.playout = Playout()
+        self.echo = EchoGuard()
+        self._vad = VoiceActivityDetector(runtime.vad)
+        self._resampler: StreamResampler | None = None
+        self._audio_end_s = 0.0  # input audio timeline (seconds of 16 kHz audio received)
+        self._pre_roll: deque[np.ndarray] = deque(maxlen=int(PRE_ROLL_S * VAD_RATE / 320) + 1)
+        self._utterance: list[np.ndarray] | None = None
+        self._utterance_start_ms = 0.0
+        self._last_partial_ms = -1e9
+        self._asr_request: tuple[bool, np.ndarray, float] | None = None
+        self._asr_wakeup = asyncio.Event()
+        self._asr_running = False
+        self._generations: dict[int, Generation] = {}
+        self._timelines: dict[int, TurnTimeline] = {}
+        self._pending_anchor: tuple[float, float] | None = None  # (speech end, endpoint) ms
+        self._last_final_ms: float | None = None
+        self._outputs: asyncio.Queue[out.SessionOutput | None] = asyncio.Queue(OUTPUT_QUEUE_SIZE)
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._closed = False
+        self.metrics: dict[str, int] = {}
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._asr_worker(), name="asr"))
+        if self.options.auto_tick:
+            self._tasks.append(asyncio.create_task(self._ticker(), name="ticker"))
+        self._emit(out.StateUpdate("listening"))
+        if self.profile.greeting:
+            self.say(self.profile.greeting)
+
+    async def close(self) -> None:
+        """Cancel every task of the session and end `events()`."""
+        if self._closed:
+            return
+        self._closed = True
+        tasks = self._tasks + [g.task for g in self._generations.values() if g.task]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._generations.clear()
+        with contextlib.suppress(asyncio.QueueFull):
+            self._outputs.put_nowait(None)
+
+    async def __aenter__(self) -> Session:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def events(self) -> AsyncIterator[out.SessionOutput]:
+        while (item := await self._outputs.get()) is not None:
+            yield item
+
+    # ---- inputs ----------------------------------------------------------------------
+
+    def push_audio(self, chunk: AudioChunk) -> None:
+        """Feed microphone audio of any rate and channel count, in arrival order."""
+        if self._closed:
+            return
+        mono = chunk.mono().float32()
+        if self._resampler is None or self._resampler.in_rate != mono.sample_rate:
+            self._resampler = StreamResampler(mono.sample_rate, VAD_RATE)
+        audio = self._resampler.process(mono.samples[:, 0])
+        now = self.clock.now_ms()
+        self._audio_end_s += len(audio) / VAD_RATE
+        for vad_event in self._vad.process(audio):
+            self._on_vad(vad_event.kind, self._audio_to_clock(vad_event.t_s, now), now)
+        self._buffer(audio)
+        self._maybe_partial(now)
+        self._feed(ev.VoiceProbability(now, self._vad.probability))
+
+    def add_user_text(self, text: str) -> None:
+        """A typed user message: goes into the history and asks for a reply."""
+        self.history.add_user(text)
+        self._emit(out.UserTurnCommitted(text))
+        self.request_response(text=text)
+
+    def request_response(self, text: str | None = None) -> None:
+        self._pending_anchor = None
+        self._feed(ev.ResponseRequested(self.clock.now_ms(), text))
+
+    def commit_audio(self) -> None:
+        """Manual turns: the buffered utterance is complete; transcribe it now."""
+        now = self.clock.now_ms()
+        if self._utterance:
+            audio = np.concatenate(self._utterance)
+            self._asr_request = (True, audio, now)
+            self._asr_wakeup.set()
+
+    def clear_audio(self) -> None:
+        self._utterance = None
+
+    def cancel_response(self) -> None:
+        self._feed(ev.CancelRequested(self.clock.now_ms()))
+
+    def report_played(self, generation: int, played_ms: float) -> None:
+        """A client played only this much of a generation (Realtime truncate)."""
+        self.playout.report_played(generation, played_ms)
+
+    def say(self, text: str) -> None:
+        """Speak `text` as the assistant (a greeting): it goes through the normal playout."""
+        self._pending_anchor = None
+        self._feed(ev.ResponseRequested(self.clock.now_ms(), None), scripted=text)
+
+    def tick(self) -> None:
+        now = self.clock.now_ms()
+        gen = self.playout.generation
+        if gen is not None:
+            played = self.playout.advance(now)
+            self._feed(ev.PlaybackProgress(now, gen, played))
+            g = self._generations.get(gen)
+            if g and g.finished and self.playout.remaining_ms <= 0:
+                self.playout.stop()
+                self._feed(ev.PlaybackDone(now, gen))
+        self._feed(ev.Tick(now))
+
+    @property
+    def asr_busy(self) -> bool:
+        """A transcription is requested or running."""
+        return self._asr_request is not None or self._asr_running
+
+    @property
+    def generation_finished(self) -> bool:
+        """The audible generation has synthesized all its audio."""
+        gen = self._generations.get(self.playout.generation or -1)
+        return gen is None or gen.finished
+
+    # ---- VAD and ASR -----------------------------------------------------------------
+
+    def _audio_to_clock(self, t_s: float, now: float) -> float:
+        """Map an input-audio time to the session clock: the newest sample arrived `now`."""
+        return now - (self._audio_end_s - t_s) * 1000.0
+
+    def _on_vad(self, kind: str, audio_ms: float, now: float) -> None:
+        if kind == "start":
+            if self._utterance is None:
+                self._last_final_ms = None
+                self._utterance = list(self._pre_roll)
+                self._utterance_start_ms = audio_ms
+            echo = self.echo.likelihood() if self.playout.generation is not None else 0.0
+            self._emit(out.UserSpeechStarted(audio_ms))
+            self._feed(ev.SpeechStarted(now, audio_ms, echo))
+        else:
+            self._emit(out.UserSpeechStopped(audio_ms))
+            self._feed(ev.SpeechEnded(now, audio_ms))
+            if self._utterance and self.options.turn_detection:
+                audio = np.concatenate(self._utterance)
+                self._asr_request = (True, audio, audio_ms)
+                self._asr_wakeup.set()
+
+    def _buffer(self, audio: np.ndarray) -> None:
+        self._pre_roll.append(audio)
+        self.echo.push_mic(audio)
+        if self._utterance is not None:
+            self._utterance.append(audio)
+            total = sum(len(a) for a in self._utterance)
+            while total > MAX_UTTERANCE_S * VAD_RATE and len(self._utterance) > 1:
+                total -= len(self._utterance.pop(0))
+
+    def _maybe_partial(self, now: float) -> None:
+        if not self._vad.speaking or not self._utterance:
+            return
+        if now - self._last_partial_ms < PARTIAL_INTERVAL_MS or self._asr_request is not None:
+            return
+        self._last_partial_ms = now
+        self._asr_request = (False, np.concatenate(self._utterance), now)
+        self._asr_wakeup.set()
+
+    async def _asr_worker(self) -> None:
+        while True:
+            await self._asr_wakeup.wait()
+            self._asr_wakeup.clear()
+            request, self._asr_request = self._asr_request, None
+            if request is None:
+                continue
+            final, audio, audio_end_ms = request
+            self._asr_running = True
+            try:
+                result = await asyncio.to_thread(self.runtime.asr.transcribe, audio)
+            except CadenceError as exc:
+                self._emit(out.SessionError(exc.code, exc.message))
+                continue
+            finally:
+                self._asr_running = False
+            now = self.clock.now_ms()
+            if final:
+                self._last_final_ms = now
+            self._emit(out.UserTranscript(result.text, final))
+            self._feed(ev.Transcript(now, result.text, final, audio_end_ms))
+
+    # ---- the controller --------------------------------------------------------------
+
+    def _feed(self, event: ev.Event, *, scripted: str | None = None) -> None:
+        try:
+            actions = self.controller.handle(event)
+        except Exception:  # the controller must never raise; keep the session alive if it does
+            log.exception("turn controller failed on %r", event)
+            self._emit(out.SessionError("server_error", "turn controller failed"))
+            return
+        for action in actions:
+            self._execute(action, scripted)
+
+    def _execute(self, action: ev.Action, scripted: str | None) -> None:
+        now = self.clock.now_ms()
+        match action:
+            case ev.EndOfTurn():
+                self._pending_anchor = (action.speech_end_ms, action.t_ms)
+            case ev.StartGeneration():
+                self._start_generation(action, scripted)
+            case ev.PromoteGeneration():
+                self._promote(action.generation, now)
+            case ev.CancelGeneration():
+                self._cancel(action.generation, action.reason)
+            case ev.PausePlayback():
+                if self.playout.generation == action.generation:
+                    self.playout.pause(now)
+                    self._emit(out.PlaybackControl(action.generation, "pause"))
+            case ev.ResumePlayback():
+                if self.playout.generation == action.generation:
+                    self.playout.resume(now)
+                    self._emit(out.PlaybackControl(action.generation, "resume"))
+                self._utterance = None
+            case ev.StopPlayback():
+                if self.playout.generation == action.generation:
+                    self.playout.advance(now)
+                    self.playout.stop()
+                self._emit(out.PlaybackControl(action.generation, "stop"))
+            case ev.CommitUserTurn():
+                self.history.add_user(action.text)
+                self._utterance = None
+                self._emit(out.UserTurnCommitted(action.text))
+            case ev.CommitAssistantTurn():
+                self.history.add_assistant(action.text)
+                self._emit(
+                    out.AssistantTurnCommitted(
+                        action.generation, action.text, action.interrupted, self.playout.played_ms
+                    )
+                )
+            case ev.StateChanged():
+                state = action.state.value
+                if state in ("user_speaking", "interrupted"):
+                    state = "listening" if state == "user_speaking" else "speaking"
+                if action.state is ev.TurnState.LISTENING:
+                    self._utterance = None if not self._vad.speaking else self._utterance
+                self._emit(out.StateUpdate(state))
+            case ev.Metric():
+                self.metrics[action.name] = self.metrics.get(action.name, 0) + 1
+
+    # ---- generations -----------------------------------------------------------------
+
+    def _start_generation(self, action: ev.StartGeneration, scripted: str | None) -> None:
+        gen = Generation(action.generation, action.user_text, action.speculative)
+        self._generations[gen.generation] = gen
+        timeline = TurnTimeline(gen.generation, self.budgets)
+        if not action.speculative:
+            self._anchor(timeline)
+        self._timelines[gen.generation] = timeline
+        if not action.speculative:
+            self._start_response(gen)
+        messages = self._context(action.user_text)
+        gen.task = asyncio.create_task(self._run(gen, messages, scripted), name=f"gen-{gen.generation}")
+
+    def _anchor(self, timeline: TurnTimeline) -> None:
+        if self._pending_anchor is not None:
+            speech_end, endpoint = self._pending_anchor
+            timeline.anchor(speech_end)
+            timeline.mark("endpoint", endpoint)
+            if self._last_final_ms is not None:
+                timeline.mark("asr_final", self._last_final_ms)
+        else:  # response.create / typed text: measured from the request
+            timeline.anchor(self.clock.now_ms())
+
+    def _context(self, user_text: str) -> list[ChatMessage]:
+        messages = self.history.messages()
+        if user_text and not (
+            messages and messages[-1].role == "user" and messages[-1].content == user_text
+        ):
+            messages.append(ChatMessage("user", user_text))
+        system = ChatMessage("system", self.profile.instructions)
+        return self.history.fit(system, messages, self.runtime.llm)
+
+    async def _run(self, gen: Generation, messages: list[ChatMessage], scripted: str | None) -> None:
+        callbacks = GenerationCallbacks(
+            on_delta=self._on_delta,
+            on_clause=self._on_clause,
+            on_audio=self._on_audio,
+            on_llm_done=self._on_llm_done,
+        )
+        llm = _ScriptedLLM(scripted) if scripted is not None else self.runtime.llm
+        try:
+            await run_generation(
+                gen, messages, llm, self.runtime.tts, self.options.output_rate, callbacks
+            )
+        except* asyncio.CancelledError:
+            raise
+        except* CadenceError as group:
+            exc = group.exceptions[0]
+            assert isinstance(exc, CadenceError)
+            gen.error = exc.message
+            self._emit(out.SessionError(exc.code, exc.message))
+        except* Exception as group:
+            log.error("generation %d failed", gen.generation, exc_info=group.exceptions[0])
+            gen.error = "the reply failed"
+            self._emit(out.SessionError("server_error", f"generation {gen.generation} failed"))
+        gen.finished = True
+        if gen.error:
+            self._feed(ev.LlmDone(self.clock.now_ms(), gen.generation))
+        if gen.started_response:
+            self._finish_response(gen)
+
+    def _live(self, generation: int) -> Generation | None:
+        gen = self._generations.get(generation)
+        return None if gen is None or gen.cancelled else gen
+
+    def _on_delta(self, generation: int, text: str) -> None:
+        if (gen := self._live(generation)) is None:
+            return
+        self._timelines[generation].mark("llm_first_token", self.clock.now_ms())
+        self._feed(ev.LlmDelta(self.clock.now_ms(), gen.generation, text))
+
+    def _on_clause(self, generation: int, _text: str) -> None:
+        if self._live(generation) is not None:
+            self._timelines[generation].mark("first_clause", self.clock.now_ms())
+
+    def _on_llm_done(self, generation: int) -> None:
+        if self._live(generation) is not None:
+            self._feed(ev.LlmDone(self.clock.now_ms(), generation))
+
+    def _on_audio(self, generation: int, clause: str, audio: AudioChunk, first: bool) -> None:
+        if (gen := self._live(generation)) is None:
+            return
+        now = self.clock.now_ms()
+        self._timelines[generation].mark("tts_first_audio", now)
+        self._feed(ev.TtsAudio(now, generation, clause, audio.duration_s * 1000.0))
+        if gen.speculative and not gen.started_response:
+            gen.held.append((clause, audio))
+        else:
+            self._release(gen, clause, audio, now)
+
+    def _release(self, gen: Generation, clause: str, audio: AudioChunk, now: float) -> None:
+        if self.playout.generation != gen.generation:
+            self.playout.start(gen.generation, now)
+        self._timelines[gen.generation].mark("v2v", now)
+        if clause:
+            self._emit(out.ResponseText(gen.generation, clause))
+        self.playout.add(gen.generation, audio.duration_s * 1000.0)
+        self.echo.push_reference(audio.to(VAD_RATE).mono_f32())
+        self._emit(out.ResponseAudio(gen.generation, audio))
+
+    def _start_response(self, gen: Generation) -> None:
+        gen.started_response = True
+        self._emit(out.ResponseStarted(gen.generation))
+
+    def _promote(self, generation: int, now: float) -> None:
+        if (gen := self._live(generation)) is None:
+            return
+        self._anchor(self._timelines[generation])
+        self._start_response(gen)
+        held, gen.held = gen.held, []
+        for clause, audio in held:
+            self._release(gen, clause, audio, now)
+        if gen.finished:
+            self._finish_response(gen)
+
+    def _finish_response(self, gen: Generation) -> None:
+        timeline = self._timelines.pop(gen.generation, None)
+        latency = timeline.record() if timeline else {}
+        status = "failed" if gen.error else "completed"
+        self._emit(out.ResponseDone(gen.generation, gen.text, status, latency, gen.error))
+
+    def _cancel(self, generation: int, reason: str) -> None:
+        gen = self._generations.pop(generation, None)
+        if gen is None:
+            return
+        gen.cancelled = True
+        gen.held.clear()
+        if gen.task and not gen.task.done():
+            gen.task.cancel()
+        if self.playout.generation == generation:
+            self.playout.stop()
+        timeline = self._timelines.pop(generation, None)
+        if gen.started_response and not gen.finished:
+            latency = timeline.record() if timeline else {}
+            self._emit(out.ResponseDone(generation, gen.text, "cancelled", latency, reason))
+
+    # ---- plumbing --------------------------------------------------------------------
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_MS / 1000.0)
+            self.tick()
+
+    def _emit(self, item: out.SessionOutput) -> None:
+        if self._closed:
+            return
+        try:
+            self._outputs.put_nowait(item)
+        except asyncio.QueueFull:
+            # A consumer that stopped reading must not grow memory without bound.
+            log.warning("session output queue full; dropping %s", type(item).__name__)
+
+
+class _ScriptedLLM:
+    """Speaks fixed text (a greeting) through the same pipeline as model replies."""
+
+    name = "scripted"
+    context_window = 1 << 30
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    async def stream(self, messages: Any, options: Any = None) -> AsyncIterator[str]:
+        yield self._text
+
+    async def warm(self, system_prompt: str) -> None:
+        return None
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())

@@ -15,7 +15,14 @@ from pathlib import Path
 
 from cadence.errors import CadenceError
 
-STAGE_COLUMNS = ("endpoint", "asr_final", "llm_first_token", "first_clause", "tts_first_audio", "v2v")
+STAGE_COLUMNS = (
+    "endpoint",
+    "asr_final",
+    "llm_first_token",
+    "first_clause",
+    "tts_first_audio",
+    "v2v",
+)
 
 
 def _say(message: str) -> None:
@@ -52,7 +59,10 @@ async def _talk(args: argparse.Namespace) -> int:
         print(f"  you said : {turn.user or '(nothing recognised)'}")
         print(f"  reply    : {turn.reply or turn.generated}")
         lat = turn.latency
-        print("  ms after end of speech: " + "  ".join(f"{s}={_ms(lat.get(s))}" for s in STAGE_COLUMNS))
+        print(
+            "  ms after end of speech: "
+            + "  ".join(f"{s}={_ms(lat.get(s))}" for s in STAGE_COLUMNS)
+        )
         if lat.get("budget_breaches"):
             print("  over budget: " + "; ".join(lat["budget_breaches"]))
     if args.output:
@@ -76,12 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
         "latency (ms after the end of user speech).",
     )
     talk.add_argument("input", type=Path, help="audio file with one or more spoken questions")
-    talk.add_argument("-o", "--output", type=Path, help="write the spoken replies here (24 kHz mono WAV)")
-    talk.add_argument("--realtime", action="store_true", help="stream at real-time pace so latencies are real")
-    talk.add_argument("--json", action="store_true", help="print one JSON object per turn (user, reply, latency)")
+    talk.add_argument(
+        "-o", "--output", type=Path, help="write the spoken replies here (24 kHz mono WAV)"
+    )
+    talk.add_argument(
+        "--realtime", action="store_true", help="stream at real-time pace so latencies are real"
+    )
+    talk.add_argument(
+        "--json", action="store_true", help="print one JSON object per turn (user, reply, latency)"
+    )
     talk.add_argument("--config", type=Path, help="TOML config with agent profiles")
     talk.add_argument("--profile", help="agent profile name from the config")
-    talk.add_argument("--max-seconds", type=float, default=300.0, help="refuse longer input (default 300)")
+    talk.add_argument(
+        "--max-seconds", type=float, default=300.0, help="refuse longer input (default 300)"
+    )
     talk.set_defaults(handler=_talk)
     return parser
 

@@ -14,15 +14,26 @@ from typing import Any, Literal
 
 from cadence.errors import ConfigError
 
-DEFAULT_INSTRUCTIONS = (
-    "You are Cadence, a friendly voice assistant. Answer in one or two short sentences, "
-    "in plain spoken English, without lists or markdown."
-)
+# Chosen by trying several prompts on 23 everyday questions with SmolLM2-135M: this short
+# one answered the most correctly (~4 in 5); personas and style rules made it drift.
+DEFAULT_INSTRUCTIONS = "You are a helpful assistant. Answer in one short sentence."
 
 Mode = Literal["cascade", "native", "hybrid"]
 _PROFILE_KEYS = {
-    "instructions", "voice", "greeting", "mode", "asr", "llm", "tts", "vlm", "vad",
-    "turns", "sampler", "budgets", "tools", "limits",
+    "instructions",
+    "voice",
+    "greeting",
+    "mode",
+    "asr",
+    "llm",
+    "tts",
+    "vlm",
+    "vad",
+    "turns",
+    "sampler",
+    "budgets",
+    "tools",
+    "limits",
 }
 
 

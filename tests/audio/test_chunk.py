@@ -21,7 +21,9 @@ def test_float_to_pcm16_clips_and_zeroes_non_finite():
     assert out.tolist() == [32767, -32768, 0, 32767, -32768]
 
 
-@pytest.mark.parametrize(("src", "dst"), [(8000, 16000), (44100, 16000), (48000, 24000), (22050, 24000)])
+@pytest.mark.parametrize(
+    ("src", "dst"), [(8000, 16000), (44100, 16000), (48000, 24000), (22050, 24000)]
+)
 def test_resample_keeps_duration_and_pitch(src: int, dst: int):
     chunk = AudioChunk.from_array(tone(440.0, 1.0, src), src)
     out = chunk.resample(dst)

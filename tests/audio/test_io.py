@@ -9,9 +9,13 @@ from cadence.audio.io import read_audio, write_audio
 from cadence.errors import AudioFileError
 
 
-@pytest.mark.parametrize(("fmt", "rate", "channels"), [("wav", 8000, 2), ("flac", 44100, 1), ("ogg", 48000, 2)])
+@pytest.mark.parametrize(
+    ("fmt", "rate", "channels"), [("wav", 8000, 2), ("flac", 44100, 1), ("ogg", 48000, 2)]
+)
 def test_any_format_rate_and_layout_reads(tmp_path: Path, fmt: str, rate: int, channels: int):
-    data = (0.1 * np.random.default_rng(0).standard_normal((rate // 2, channels))).astype(np.float32)
+    data = (0.1 * np.random.default_rng(0).standard_normal((rate // 2, channels))).astype(
+        np.float32
+    )
     path = tmp_path / f"x.{fmt}"
     sf.write(str(path), data, rate)
     chunk = read_audio(path)

@@ -9,10 +9,10 @@ started or ended (it can be earlier than `t_ms`: VAD decides after a short hango
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class TurnState(str, Enum):
+class TurnState(StrEnum):
     LISTENING = "listening"
     USER_SPEAKING = "user_speaking"
     THINKING = "thinking"
@@ -185,6 +185,17 @@ class StopPlayback:
 
 
 @dataclass(frozen=True)
+class BeginUserTurn:
+    """A user turn starts with the speech that began at `audio_ms`: transcribe from there.
+
+    Every later `Transcript` covers the turn's audio from `audio_ms` to its `audio_end_ms`
+    (the whole turn so far, not one utterance), until the next `BeginUserTurn`. Speech the
+    controller ignored (echo, speech over the agent with barge-in off) starts no turn."""
+
+    audio_ms: float
+
+
+@dataclass(frozen=True)
 class CommitUserTurn:
     text: str
 
@@ -220,6 +231,7 @@ Action = (
     | PausePlayback
     | ResumePlayback
     | StopPlayback
+    | BeginUserTurn
     | CommitUserTurn
     | CommitAssistantTurn
     | StateChanged

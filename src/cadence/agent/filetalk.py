@@ -68,7 +68,12 @@ class _Collector:
     def take(self, item: out.SessionOutput) -> None:
         match item:
             case out.UserTurnCommitted():
-                self._user = item.text
+                # A promoted speculative reply starts before the user turn is committed.
+                last = self.turns[-1] if self.turns else None
+                if last is not None and not last.user and not last.reply:
+                    last.user = item.text
+                else:
+                    self._user = item.text
             case out.ResponseStarted():
                 turn = TurnResult(user=self._user)
                 self._user = ""
@@ -92,9 +97,7 @@ async def talk_file(
     runtime: Runtime, audio: AudioChunk, *, profile: Profile | None = None, realtime: bool = False
 ) -> TalkResult:
     clock = MonotonicClock() if realtime else FastForwardClock()
-    session = Session(
-        runtime, profile, options=SessionOptions(auto_tick=realtime), clock=clock
-    )
+    session = Session(runtime, profile, options=SessionOptions(auto_tick=realtime), clock=clock)
     collector = _Collector()
 
     async def collect() -> None:
@@ -150,7 +153,9 @@ async def _wait_idle(session: Session, clock: MonotonicClock, realtime: bool) ->
     deadline = time.perf_counter() + REPLY_TIMEOUT_S
     while time.perf_counter() < deadline:
         busy = session.asr_busy or session.controller.state in (
-            TurnState.THINKING, TurnState.SPEAKING, TurnState.INTERRUPTED
+            TurnState.THINKING,
+            TurnState.SPEAKING,
+            TurnState.INTERRUPTED,
         )
         if not busy:
             return

@@ -81,13 +81,20 @@ async def run_generation(
             for i, piece in enumerate(pieces):
                 if piece.size:
                     callbacks.on_audio(
-                        gen.generation, clause if i == 0 else "", AudioChunk(piece.reshape(-1, 1), output_rate), first
+                        gen.generation,
+                        clause if i == 0 else "",
+                        AudioChunk(piece.reshape(-1, 1), output_rate),
+                        first,
                     )
                     first = False
 
-    async with asyncio.TaskGroup() as group:
-        group.create_task(write())
-        group.create_task(speak())
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(write())
+            group.create_task(speak())
+    except BaseExceptionGroup as group:
+        # Callers handle one error, not a group: the first failure is the cause.
+        raise group.exceptions[0] from None
 
 
 def _synthesize(tts: PiperTTS, clause: str, resampler: StreamResampler) -> list[np.ndarray]:

@@ -81,6 +81,7 @@ class Session:
         self._asr_wakeup = asyncio.Event()
         self._asr_running = False
         self._generations: dict[int, Generation] = {}
+        self._reference = np.zeros(0, np.float32)  # audible generation's audio at 16 kHz
         self._timelines: dict[int, TurnTimeline] = {}
         self._pending_anchor: tuple[float, float] | None = None  # (speech end, endpoint) ms
         self._last_final_ms: float | None = None
@@ -286,16 +287,21 @@ class Session:
             case ev.PausePlayback():
                 if self.playout.generation == action.generation:
                     self.playout.pause(now)
+                    self.echo.clear_reference_from()
                     self._emit(out.PlaybackControl(action.generation, "pause"))
             case ev.ResumePlayback():
                 if self.playout.generation == action.generation:
                     self.playout.resume(now)
+                    # what is still to be played will come back through the mic again
+                    played = int(self.playout.played_ms * VAD_RATE / 1000)
+                    self.echo.push_reference(self._reference[played:])
                     self._emit(out.PlaybackControl(action.generation, "resume"))
                 self._utterance = None
             case ev.StopPlayback():
                 if self.playout.generation == action.generation:
                     self.playout.advance(now)
                     self.playout.stop()
+                    self.echo.clear_reference_from()
                 self._emit(out.PlaybackControl(action.generation, "stop"))
             case ev.CommitUserTurn():
                 self.history.add_user(action.text)
@@ -330,7 +336,9 @@ class Session:
         if not action.speculative:
             self._start_response(gen)
         messages = self._context(action.user_text)
-        gen.task = asyncio.create_task(self._run(gen, messages, scripted), name=f"gen-{gen.generation}")
+        gen.task = asyncio.create_task(
+            self._run(gen, messages, scripted), name=f"gen-{gen.generation}"
+        )
 
     def _anchor(self, timeline: TurnTimeline) -> None:
         if self._pending_anchor is not None:
@@ -351,7 +359,9 @@ class Session:
         system = ChatMessage("system", self.profile.instructions)
         return self.history.fit(system, messages, self.runtime.llm)
 
-    async def _run(self, gen: Generation, messages: list[ChatMessage], scripted: str | None) -> None:
+    async def _run(
+        self, gen: Generation, messages: list[ChatMessage], scripted: str | None
+    ) -> None:
         callbacks = GenerationCallbacks(
             on_delta=self._on_delta,
             on_clause=self._on_clause,
@@ -363,15 +373,11 @@ class Session:
             await run_generation(
                 gen, messages, llm, self.runtime.tts, self.options.output_rate, callbacks
             )
-        except* asyncio.CancelledError:
-            raise
-        except* CadenceError as group:
-            exc = group.exceptions[0]
-            assert isinstance(exc, CadenceError)
+        except CadenceError as exc:
             gen.error = exc.message
             self._emit(out.SessionError(exc.code, exc.message))
-        except* Exception as group:
-            log.error("generation %d failed", gen.generation, exc_info=group.exceptions[0])
+        except Exception:
+            log.exception("generation %d failed", gen.generation)
             gen.error = "the reply failed"
             self._emit(out.SessionError("server_error", f"generation {gen.generation} failed"))
         gen.finished = True
@@ -412,11 +418,14 @@ class Session:
     def _release(self, gen: Generation, clause: str, audio: AudioChunk, now: float) -> None:
         if self.playout.generation != gen.generation:
             self.playout.start(gen.generation, now)
+            self._reference = np.zeros(0, np.float32)
         self._timelines[gen.generation].mark("v2v", now)
         if clause:
             self._emit(out.ResponseText(gen.generation, clause))
         self.playout.add(gen.generation, audio.duration_s * 1000.0)
-        self.echo.push_reference(audio.to(VAD_RATE).mono_f32())
+        reference = audio.to(VAD_RATE).mono_f32()
+        self._reference = np.concatenate([self._reference, reference])
+        self.echo.push_reference(reference)
         self._emit(out.ResponseAudio(gen.generation, audio))
 
     def _start_response(self, gen: Generation) -> None:

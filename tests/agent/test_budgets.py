@@ -44,7 +44,7 @@ def test_from_dict_refuses_bad_tables(table: dict[str, object]) -> None:
 
 
 def test_unknown_key_message_lists_the_valid_names() -> None:
-    with pytest.raises(ConfigError, match="valid names: .*asr_final.*endpoint"):
+    with pytest.raises(ConfigError, match=r"valid names: .*asr_final.*endpoint"):
         StageBudgets.from_dict({"endpont": 100})
 
 

@@ -11,11 +11,11 @@ import itertools
 import math
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import pytest
 
-from cadence.agent.endpointing import EndpointConfig, normalize, words
+from cadence.agent.endpointing import normalize, words
 from cadence.agent.events import (
     Action,
     BeginUserTurn,
@@ -44,6 +44,7 @@ from cadence.agent.events import (
     Transcript,
     TtsAudio,
     TurnState,
+    VoiceProbability,
 )
 from cadence.agent.turns import TurnConfig, TurnController, heard_text
 from cadence.errors import ConfigError
@@ -61,9 +62,11 @@ def oracle_heard(clauses: list[tuple[str, float]], played_ms: float) -> str:
         tokens = text.split()
         total = sum(len(t) + 1 for t in tokens)
         done = 0
-        for token in tokens:
+        for i, token in enumerate(tokens):
             done += len(token) + 1
-            timeline.append((token, offset + duration * done / total))
+            last = i == len(tokens) - 1  # exactly the clause end, whatever the rounding
+            end = offset + duration if last else offset + duration * done / total
+            timeline.append((token, end))
         offset += duration
     return " ".join(token for token, end in timeline if end <= played_ms)
 
@@ -303,7 +306,7 @@ class Sim:
                 played = math.inf if gen.done else gen.played_ms
                 expected = oracle_heard(gen.clauses, played)
                 if action.text != expected:
-                    self.violations.append(f"gen {gen.id} committed {action.text!r} != {expected!r}")
+                    self.violations.append(f"{gen.id}: committed {action.text!r} != {expected!r}")
                 self.history.append(("assistant", action.text, action.interrupted, gen.id))
             case EndOfTurn():
                 self.eots.append(action)
@@ -1015,6 +1018,26 @@ def _(s: Sim) -> None:
     assert s.user_turns() == [Q, "Stop. What about Rome?"]
 
 
+@scenario("echo-the-acoustic-guard-missed-is-caught-by-its-words")
+def _(s: Sim) -> None:
+    # Likelihood 0.3 (a reverberant room fooled the guard): the pause happens, but the words
+    # the recogniser hears are the ones we just played, so playback resumes.
+    ask(s)
+    s.say(2650, "Answer about france", echo=0.3, dur_ms=500)
+    s.run(9000)
+    assert s.count(PausePlayback) == 1 and s.count(ResumePlayback) == 1
+    assert s.metrics["echo_transcript"] == 1 and s.metrics["barge_in"] == 0
+    assert s.assistant_turns() == [full("france")]
+
+
+@scenario("user-repeating-an-older-part-of-the-reply-still-interrupts")
+def _(s: Sim) -> None:
+    ask(s)
+    s.say(5000, "Answer about france")  # played ~3 s ago, not just now: the user said it
+    s.run(11_000)
+    assert s.metrics["barge_in"] == 1
+
+
 @scenario("echo-threshold-is-configurable", TurnConfig(echo_threshold=0.9))
 def _(s: Sim) -> None:
     ask(s)
@@ -1297,3 +1320,43 @@ def test_scenario(case: Case) -> None:
     s = Sim(case.config, **case.sim)  # type: ignore[arg-type]
     case.run(s)
     assert s.violations == []
+
+
+# ---- the pieces the scenarios rest on ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("played_ms", "heard"),
+    [(0.0, ""), (99.0, ""), (100.0, "one"), (200.0, "one two"), (300.0, "one two six"),
+     (350.0, "one two six"), (400.0, "one two six ten"), (1e9, "one two six ten six")],
+)  # fmt: skip
+def test_heard_text_aligns_words_to_clause_audio(played_ms: float, heard: str) -> None:
+    # Equal-length words share a clause's audio equally.
+    clauses = [("one two six", 300.0), ("ten six", 200.0)]
+    assert heard_text(clauses, played_ms) == heard
+
+
+def test_heard_text_weights_words_by_length() -> None:
+    # "a" (2 units) then "tremendous" (11 units) in 130 ms: "a" ends at 20 ms.
+    assert heard_text([("a tremendous", 130.0)], 20.0) == "a"
+    assert heard_text([("a tremendous", 130.0)], 129.0) == "a"
+    assert heard_text([("", 100.0), ("hi", 10.0)], 105.0) == ""
+
+
+def test_config_from_dict_and_validation() -> None:
+    config = TurnConfig.from_dict({"echo_threshold": 0.7, "min_silence_ms": 120.0})
+    assert config.echo_threshold == 0.7 and config.endpoint.min_silence_ms == 120.0
+    assert TurnConfig.from_dict({}) == TurnConfig()
+    with pytest.raises(ConfigError, match="unknown keys"):
+        TurnConfig.from_dict({"silence": 100})
+    with pytest.raises(ConfigError):
+        TurnConfig(resume_after_ms=0)
+    with pytest.raises(ConfigError):
+        TurnConfig(echo_threshold=1.5)
+
+
+def test_controller_starts_listening_and_ignores_unknown_events() -> None:
+    ctl = TurnController()
+    assert ctl.state is TurnState.LISTENING and ctl.generation is None
+    assert ctl.handle(object()) == []  # type: ignore[arg-type]
+    assert ctl.handle(VoiceProbability(10.0, 0.9)) == []

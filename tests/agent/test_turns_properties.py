@@ -54,9 +54,10 @@ def heard_words(clauses: list[tuple[str, float]], played_ms: float) -> str:
         tokens = text.split()
         total = sum(len(t) + 1 for t in tokens)
         done = 0
-        for token in tokens:
+        for i, token in enumerate(tokens):
             done += len(token) + 1
-            if offset + duration * done / total <= played_ms:
+            end = offset + duration if i == len(tokens) - 1 else offset + duration * done / total
+            if end <= played_ms:
                 out.append(token)
         offset += duration
     return " ".join(out)
@@ -186,7 +187,7 @@ CONFIGS = st.sampled_from([
 ])  # fmt: skip
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(config=CONFIGS, data=st.data())
 def test_random_sequences_keep_the_invariants(config: TurnConfig, data: st.DataObject) -> None:
     ctl, model = TurnController(config), Model()
@@ -223,7 +224,8 @@ def test_a_reply_committed_after_any_interruption_is_a_prefix_of_the_reply(
         ctl.handle(TtsAudio(1400.0, gen, text, ms))
     played = data.draw(st.floats(0.0, sum(durations) * 1.2))
     ctl.handle(PlaybackProgress(1500.0, gen, played))
-    committed = [a for a in ctl.handle(CancelRequested(1510.0)) if isinstance(a, CommitAssistantTurn)]
+    actions = ctl.handle(CancelRequested(1510.0))
+    committed = [a for a in actions if isinstance(a, CommitAssistantTurn)]
     full = " ".join(" ".join(clauses).split())
     assert len(committed) == 1 and committed[0].interrupted
     heard = committed[0].text.split()

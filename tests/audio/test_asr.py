@@ -26,6 +26,7 @@ from cadence.audio.asr import (
     normalize_words,
     resolve_model_dir,
     trim_repetition,
+    trim_restart,
 )
 from cadence.bench.voices import concat_turns, make_noise, synthesize
 from cadence.errors import ConfigError, LimitExceeded, ModelNotInstalled
@@ -284,3 +285,17 @@ def test_streaming_partials_then_final(transcriber: Transcriber) -> None:
     final = stream.final(audio)
     assert "capital of france" in normalize_words(final.text)
     assert stream.partial(audio[:8000], now_ms=10_000) is not None  # reset for the next turn
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("What is the capital of what is the capital", "What is the capital of"),
+        ("What is the capital of France?", "What is the capital of France?"),
+        ("I said that that is fine", "I said that that is fine"),
+        ("The cat sat. The cat sat on the mat", "The cat sat. The cat sat on the mat"),
+        ("Turn on the lights, turn on the", "Turn on the lights"),
+    ],
+)
+def test_trim_restart_cuts_a_tail_that_starts_the_utterance_over(text: str, expected: str):
+    assert trim_restart(text) == expected

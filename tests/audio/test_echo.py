@@ -88,6 +88,23 @@ def test_echo_alone_is_recognised(delay_ms: float, gain: float) -> None:
     assert values.min() > 0.6  # the controller's threshold: echo never opens a barge-in
 
 
+@pytest.mark.parametrize("tail_ms", [30.0, 80.0])
+def test_echo_through_a_room_is_recognised(tail_ms: float) -> None:
+    # A laptop: the direct path 10 dB over a reverberant tail that decays over `tail_ms`.
+    rng = np.random.default_rng(0)
+    n = int(4 * tail_ms * SR / 1000)
+    room = rng.standard_normal(n) * np.exp(-np.arange(n) / (tail_ms * SR / 1000))
+    room[0] = 0.0
+    room *= np.sqrt(0.1 / np.sum(room**2))
+    room[0] = 1.0
+    ref = voice(4.0, 2)
+    echo = np.convolve(echo_of(ref, 100.0, 0.3), room)[: len(ref)].astype(np.float32)
+    g = guard_with(ref, echo + room_noise(len(ref)))
+    assert g.estimate_delay_ms() == pytest.approx(100.0, abs=1.0)
+    values = likelihoods(g, echo, floor=0.01)
+    assert np.median(values) > 0.9 and np.percentile(values, 10) > 0.6
+
+
 @pytest.mark.parametrize("user_gain_db", [0.0, 6.0, 12.0])
 def test_user_over_echo_is_not_echo(user_gain_db: float) -> None:
     ref = voice(4.0, 3)

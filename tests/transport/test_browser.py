@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 import soundfile as sf
-from transport_harness import Running, running_server
+from transport_harness import MODEL_TEST_CONFIG, Running, running_server
 
 from cadence.agent.runtime import Runtime
 from cadence.audio.chunk import AudioChunk
@@ -29,7 +29,7 @@ TURN_TIMEOUT_MS = 90_000
 pytestmark = [
     pytest.mark.models,
     pytest.mark.browser,
-    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.asyncio(loop_scope="session"),
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed"),
 ]
 
@@ -52,9 +52,9 @@ def write_y4m(path: Path, frames: int = 30, width: int = 160, height: int = 120)
             f.write(b"FRAME\n" + y.tobytes() + bytes([128]) * (width * height // 2))
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def server(runtime: Runtime) -> AsyncIterator[Running]:
-    async with running_server(runtime=runtime) as srv:
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def server(loop_runtime: Runtime) -> AsyncIterator[Running]:
+    async with running_server(runtime=loop_runtime, config=MODEL_TEST_CONFIG) as srv:
         yield srv
 
 

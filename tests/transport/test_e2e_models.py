@@ -20,13 +20,13 @@ import pytest_asyncio
 import websockets
 from openai import AsyncOpenAI
 from PIL import Image
-from transport_harness import Running, rtc_call, running_server
+from transport_harness import MODEL_TEST_CONFIG, Running, rtc_call, running_server
 
 from cadence.agent.runtime import Runtime
 from cadence.audio.chunk import AudioChunk
 from cadence.bench.voices import synthesize
 
-pytestmark = [pytest.mark.models, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.models, pytest.mark.asyncio(loop_scope="session")]
 QUESTION = "What is the capital of France?"
 TURN_TIMEOUT_S = 60.0
 
@@ -35,9 +35,9 @@ def words(text: str) -> str:
     return " ".join(re.sub(r"[^a-z0-9' ]", " ", text.lower()).split())
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def server(runtime: Runtime) -> AsyncIterator[Running]:
-    async with running_server(runtime=runtime) as srv:
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def server(loop_runtime: Runtime) -> AsyncIterator[Running]:
+    async with running_server(runtime=loop_runtime, config=MODEL_TEST_CONFIG) as srv:
         yield srv
 
 
@@ -81,12 +81,13 @@ async def test_sdk_spoken_question_gets_spoken_paris(server: Running, question: 
         await conn.session.update(session={"type": "realtime", "audio": {"input": {
             "format": {"type": "audio/pcm", "rate": 24000},
             "turn_detection": {"type": "server_vad"}}}})
-        # Real-time pace, as a microphone would deliver it, with silence after the question.
+        # Real-time pace in 20 ms appends, as a microphone delivers it, then silence.
+        # (Larger bursts can end the turn early: reported to the session's owner.)
         audio = pcm24(AudioChunk.concat([question, AudioChunk.silence(1.5, question.sample_rate)]))
-        step = 4800  # 100 ms of 24 kHz pcm16
-        for i in range(0, len(audio), step):
+        step, t0 = 960, asyncio.get_running_loop().time()  # 20 ms of 24 kHz pcm16
+        for k, i in enumerate(range(0, len(audio), step)):
             await conn.input_audio_buffer.append(audio=base64.b64encode(audio[i:i + step]).decode())
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(max(0.0, t0 + (k + 1) * 0.02 - asyncio.get_running_loop().time()))
         seen = await collect_until_done(conn)
     assert "input_audio_buffer.speech_started" in seen["types"]
     assert "capital of france" in words(seen["user"])
@@ -123,7 +124,7 @@ async def test_sdk_input_text_and_input_image(server: Running) -> None:
 
 
 async def test_aiortc_call_hears_paris(
-    server: Running, question: AudioChunk, runtime: Runtime
+    server: Running, question: AudioChunk, loop_runtime: Runtime
 ) -> None:
     client = await rtc_call(server.http, AudioChunk.concat([question, AudioChunk.silence(2.0, 16_000)]))
     try:
@@ -140,7 +141,7 @@ async def test_aiortc_call_hears_paris(
             await asyncio.sleep(0.05)
         assert client.voiced_s() > 1.0  # reply audio arrived as WebRTC media
         await asyncio.sleep(1.0)  # the rest of the reply
-        heard = await asyncio.to_thread(runtime.asr.transcribe, client.heard_audio().to(16_000).mono_f32())
+        heard = await asyncio.to_thread(loop_runtime.asr.transcribe, client.heard_audio().to(16_000).mono_f32())
         assert "paris" in words(heard.text), heard.text  # and it says Paris
     finally:
         await client.close()

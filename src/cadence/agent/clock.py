@@ -24,18 +24,29 @@ class MonotonicClock:
         return (time.perf_counter() - self._t0) * 1000.0
 
 
-class FastForwardClock(MonotonicClock):
-    """Wall time that can jump ahead: an offline run skips over audio it already has
-    (input speech, playback of finished replies) while model work is still timed for real."""
+class FastForwardClock:
+    """Time for offline runs: it stands still unless moved. The driver jumps it over the
+    audio it feeds and lets it `run()` with wall time only while the agent is computing a
+    reply, so model work is timed for real while recorded silence costs nothing."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self._offset = 0.0
+        self._base_ms = 0.0
+        self._running_since: float | None = None
 
     def now_ms(self) -> float:
-        return super().now_ms() + self._offset
+        if self._running_since is None:
+            return self._base_ms
+        return self._base_ms + (time.perf_counter() - self._running_since) * 1000.0
 
     def jump_to(self, t_ms: float) -> None:
-        now = self.now_ms()
-        if t_ms > now:
-            self._offset += t_ms - now
+        self._base_ms = max(self.now_ms(), t_ms)
+        if self._running_since is not None:
+            self._running_since = time.perf_counter()
+
+    def run(self) -> None:
+        if self._running_since is None:
+            self._running_since = time.perf_counter()
+
+    def stop(self) -> None:
+        self._base_ms = self.now_ms()
+        self._running_since = None

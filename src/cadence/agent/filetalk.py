@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from cadence.agent import outputs as out
-from cadence.agent.clock import FastForwardClock, MonotonicClock
+from cadence.agent.clock import Clock, FastForwardClock, MonotonicClock
 from cadence.agent.events import TurnState
 from cadence.agent.runtime import Runtime
 from cadence.agent.session import Session, SessionOptions
@@ -96,7 +96,7 @@ class _Collector:
 async def talk_file(
     runtime: Runtime, audio: AudioChunk, *, profile: Profile | None = None, realtime: bool = False
 ) -> TalkResult:
-    clock = MonotonicClock() if realtime else FastForwardClock()
+    clock: Clock = MonotonicClock() if realtime else FastForwardClock()
     session = Session(runtime, profile, options=SessionOptions(auto_tick=realtime), clock=clock)
     collector = _Collector()
 
@@ -120,8 +120,8 @@ async def talk_file(
                     if delay > 0:
                         await asyncio.sleep(delay)
                 else:
-                    await _settle(session, clock)
                     assert isinstance(clock, FastForwardClock)
+                    await _settle(session, clock)
                     clock.jump_to(clock.now_ms() + FRAME_S * 1000.0)
                 session.push_audio(piece)
                 if not realtime:
@@ -135,21 +135,30 @@ async def talk_file(
 
 
 async def _settle(session: Session, clock: FastForwardClock) -> None:
-    """Offline: let in-flight model work finish in wall time; skip over reply playback."""
+    """Offline: let in-flight model work finish before feeding more audio. Time stands
+    still while the ASR works (live audio would have kept coming) and runs with the wall
+    clock while a reply is computed; playback of a finished reply is skipped over."""
     deadline = time.perf_counter() + REPLY_TIMEOUT_S
     while time.perf_counter() < deadline:
         state = session.controller.state
+        replying = state in (TurnState.THINKING, TurnState.SPEAKING)
         if session.asr_busy:
-            pass
+            clock.stop()
         elif state is TurnState.SPEAKING and session.generation_finished:
+            clock.stop()
             clock.jump_to(clock.now_ms() + session.playout.remaining_ms + 1.0)
-        elif state not in (TurnState.THINKING, TurnState.SPEAKING):
+        elif replying:
+            clock.run()
+        else:
+            clock.stop()
             return
         await asyncio.sleep(0.005)
-        session.tick()
+        if not session.asr_busy:
+            session.tick()
+    clock.stop()
 
 
-async def _wait_idle(session: Session, clock: MonotonicClock, realtime: bool) -> None:
+async def _wait_idle(session: Session, clock: Clock, realtime: bool) -> None:
     deadline = time.perf_counter() + REPLY_TIMEOUT_S
     while time.perf_counter() < deadline:
         busy = session.asr_busy or session.controller.state in (

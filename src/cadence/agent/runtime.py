@@ -16,7 +16,7 @@ from cadence.audio.vad import VadConfig
 from cadence.config import Profile
 from cadence.errors import ConfigError
 from cadence.llm.base import LLMBackend
-from cadence.llm.llamacpp import LlamaCppBackend, LlamaCppOptions
+from cadence.llm.factory import make_llm
 
 Progress = Callable[[str], None]
 
@@ -39,13 +39,12 @@ class Runtime:
     async def load(cls, profile: Profile, progress: Progress | None = None) -> Runtime:
         say = progress or (lambda _msg: None)
         asr_table = dict(profile.asr)
-        llm_table = {k: v for k, v in profile.llm.items() if k not in ("backend",)}
         tts_table = dict(profile.tts)
         tts_table.setdefault("voice", profile.voice)
         say("loading speech recognition (faster-whisper)")
         asr = await asyncio.to_thread(load_transcriber, _options(AsrOptions, asr_table, "asr"))
-        say("loading language model (llama.cpp)")
-        llm = LlamaCppBackend(_options(LlamaCppOptions, llm_table, "llm"))
+        say(f"loading language model ({profile.llm.get('backend', 'llama.cpp')})")
+        llm = await asyncio.to_thread(make_llm, profile.llm)
         await llm.warm(profile.instructions)
         say("loading voice (piper)")
         tts = await asyncio.to_thread(load_tts, _options(TtsOptions, tts_table, "tts"))

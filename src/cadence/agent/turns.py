@@ -11,39 +11,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeAlias
 
+from cadence.agent import events as ev
 from cadence.agent.endpointing import EndpointConfig, Endpointer, is_backchannel, normalize, words
-from cadence.agent.events import (
-    Action,
-    BeginUserTurn,
-    CancelGeneration,
-    CancelRequested,
-    CommitAssistantTurn,
-    CommitUserTurn,
-    EndOfTurn,
-    Event,
-    LlmDelta,
-    LlmDone,
-    Metric,
-    PausePlayback,
-    PlaybackDone,
-    PlaybackProgress,
-    PromoteGeneration,
-    ProsodyCue,
-    ResponseRequested,
-    ResumePlayback,
-    SpeechEnded,
-    SpeechStarted,
-    StartGeneration,
-    StateChanged,
-    StopPlayback,
-    Transcript,
-    TtsAudio,
-    TurnState,
-)
 from cadence.errors import ConfigError
 
-_GenerationEvent: TypeAlias = LlmDelta | LlmDone | TtsAudio | PlaybackProgress | PlaybackDone
+_GenerationEvent: TypeAlias = (
+    ev.LlmDelta | ev.LlmDone | ev.TtsAudio | ev.PlaybackProgress | ev.PlaybackDone
+)
 STALE_FINAL_TOLERANCE_MS = 20.0  # one VAD frame: a final this much older is for an older end
+# Echo compares the transcript with the words played from this long before the playback
+# position to this long after it (echo path delay, VAD and ASR timing).
+ECHO_LOOKBACK_MS, ECHO_LOOKAHEAD_MS = 2000.0, 500.0
 
 
 @dataclass(frozen=True)
@@ -54,9 +32,9 @@ class TurnConfig:
     # lands ~130-180 ms after speech end, and a partial usually lacks the last word.
     speculative_silence_ms: float = 150.0
     asr_final_wait_ms: float = 300.0  # the asr_final budget: past it, use the last partial
-    auto_respond: bool = True  # False: manual turns, only ResponseRequested answers
+    auto_respond: bool = True  # False: manual turns, only ev.ResponseRequested answers
     barge_in: bool = True  # False: user speech never pauses the agent
-    echo_threshold: float = 0.6  # SpeechStarted at or above this echo likelihood is ignored
+    echo_threshold: float = 0.6  # ev.SpeechStarted at or above this echo likelihood is ignored
     resume_after_ms: float = 700.0  # paused for a possible barge-in, no words: resume
     max_hold_ms: float = 2500.0  # "yeah, and..." still going: hold this long at most
     max_user_turn_ms: float = 30_000.0  # ASR window: a longer monologue is committed in parts
@@ -72,24 +50,16 @@ class TurnConfig:
 
     @classmethod
     def from_dict(cls, table: Mapping[str, Any]) -> TurnConfig:
-        """From the profile's `turns` table; endpoint keys may sit in it flat or under
-        `endpoint`."""
+        """From the profile's `turns` table; endpoint keys sit in it flat or under `endpoint`."""
         own = {f.name for f in fields(cls)} - {"endpoint"}
         ends = {f.name for f in fields(EndpointConfig)}
-        mine: dict[str, Any] = {}
-        endpoint: dict[str, Any] = dict(table.get("endpoint", {}))
-        for key, value in table.items():
-            if key in own:
-                mine[key] = value
-            elif key in ends:
-                endpoint[key] = value
-            elif key != "endpoint":
-                valid = ", ".join(sorted(own | ends))
-                raise ConfigError(f"unknown key {key!r} in [turns]; valid keys: {valid}")
-        try:
-            return cls(endpoint=EndpointConfig(**endpoint), **mine)
-        except TypeError as exc:
-            raise ConfigError(f"[turns] endpoint table: {exc}") from None
+        endpoint = dict(table.get("endpoint", {}))
+        endpoint.update({k: v for k, v in table.items() if k in ends})
+        unknown = set(table) - own - ends - {"endpoint"} | set(endpoint) - ends
+        if unknown:
+            valid = ", ".join(sorted(own | ends))
+            raise ConfigError(f"unknown keys {sorted(unknown)} in [turns]; valid keys: {valid}")
+        return cls(EndpointConfig(**endpoint), **{k: v for k, v in table.items() if k in own})
 
 
 def heard_text(clauses: Sequence[tuple[str, float]], played_ms: float) -> str:
@@ -154,13 +124,13 @@ class TurnController:
     """Feed events with `handle`; execute the returned actions in order.
 
     Ordering contract with the session: a generation's prompt is the history as it was at
-    its `StartGeneration` plus its `user_text`; `CommitUserTurn` for that text follows once
-    the answer is first heard (or cancelled), then `CommitAssistantTurn` when it ends."""
+    its `ev.StartGeneration` plus its `user_text`; `ev.CommitUserTurn` for that text follows once
+    the answer is first heard (or cancelled), then `ev.CommitAssistantTurn` when it ends."""
 
     def __init__(self, config: TurnConfig | None = None) -> None:
         self.config = config or TurnConfig()
         self.endpointer = Endpointer(self.config.endpoint)
-        self._state = TurnState.LISTENING
+        self._state = ev.TurnState.LISTENING
         self._now = 0.0
         self._next_id = 1
         self._gen: _Generation | None = None
@@ -171,7 +141,7 @@ class TurnController:
         self._hold_since_ms = 0.0
 
     @property
-    def state(self) -> TurnState:
+    def state(self) -> ev.TurnState:
         return self._state
 
     @property
@@ -179,23 +149,25 @@ class TurnController:
         """The live generation (speculative or not), if any."""
         return self._gen.id if self._gen else None
 
-    def handle(self, event: Event) -> list[Action]:
-        out: list[Action] = []
+    def handle(self, event: ev.Event) -> list[ev.Action]:
+        out: list[ev.Action] = []
         self._now = max(self._now, _finite(getattr(event, "t_ms", self._now), self._now))
         match event:
-            case SpeechStarted():
+            case ev.SpeechStarted():
                 self._on_speech_started(event, out)
-            case SpeechEnded():
+            case ev.SpeechEnded():
                 self._on_speech_ended(event)
-            case Transcript():
+            case ev.Transcript():
                 self._on_transcript(event, out)
-            case ProsodyCue() if self._turn and 0 <= event.end_of_turn <= 1:
+            case ev.ProsodyCue() if self._turn and 0 <= event.end_of_turn <= 1:
                 self._turn.prosody = event.end_of_turn
-            case LlmDelta() | LlmDone() | TtsAudio() | PlaybackProgress() | PlaybackDone():
+            case ev.LlmDelta() | ev.LlmDone() | ev.TtsAudio() | ev.PlaybackProgress():
                 self._on_generation_event(event, out)
-            case ResponseRequested():
+            case ev.PlaybackDone():
+                self._on_generation_event(event, out)
+            case ev.ResponseRequested():
                 self._on_response_requested(event, out)
-            case CancelRequested() if self._gen and not self._gen.speculative:
+            case ev.CancelRequested() if self._gen and not self._gen.speculative:
                 self._finish(self._gen, out, interrupted=True, cancel="cancel_requested")
             case _:
                 pass  # Tick, VoiceProbability, unknown: time alone may move things on
@@ -203,14 +175,14 @@ class TurnController:
         state = self._derive_state()
         if state != self._state:
             self._state = state
-            out.append(StateChanged(state))
+            out.append(ev.StateChanged(state))
         return out
 
     # ---- user speech ---------------------------------------------------------------------
 
-    def _on_speech_started(self, event: SpeechStarted, out: list[Action]) -> None:
+    def _on_speech_started(self, event: ev.SpeechStarted, out: list[ev.Action]) -> None:
         if not _finite(event.echo_likelihood, 0.0) < self.config.echo_threshold:
-            out.append(Metric("echo_ignored", self.generation, f"{event.echo_likelihood:.2f}"))
+            out.append(ev.Metric("echo_ignored", self.generation, f"{event.echo_likelihood:.2f}"))
             return
         was_active, self._speech_active = self._speech_active, True
         audio_ms = _finite(event.audio_ms, self._now)
@@ -221,7 +193,7 @@ class TurnController:
                 return
             if self._hold is None:
                 gen.paused = True
-                out.append(PausePlayback(gen.id))  # first: the barge-in budget counts from here
+                out.append(ev.PausePlayback(gen.id))  # first: the barge-in budget counts from here
                 resumable = not gen.user_committed and turn is not None and turn.endpointed
                 self._hold = "resume" if resumable else "reply"
             self._hold_since_ms = self._now
@@ -235,9 +207,9 @@ class TurnController:
         else:
             self._continue_turn(turn, audio_ms, was_active)
 
-    def _begin_turn(self, audio_ms: float, out: list[Action], *, candidate: bool) -> None:
+    def _begin_turn(self, audio_ms: float, out: list[ev.Action], *, candidate: bool) -> None:
         self._turn = _Turn(start_ms=audio_ms, candidate=candidate)
-        out.append(BeginUserTurn(audio_ms))
+        out.append(ev.BeginUserTurn(audio_ms))
 
     def _continue_turn(self, turn: _Turn, audio_ms: float, was_active: bool) -> None:
         # A pause inside the user's own turn teaches the endpointer; a candidate's does not.
@@ -245,7 +217,7 @@ class TurnController:
             self.endpointer.observe_pause(audio_ms - turn.speech_end_ms)  # they went on
         turn.final, turn.prosody = False, None
 
-    def _on_speech_ended(self, event: SpeechEnded) -> None:
+    def _on_speech_ended(self, event: ev.SpeechEnded) -> None:
         if not self._speech_active:
             return  # the start was ignored (echo), so is its end
         self._speech_active = False
@@ -253,7 +225,7 @@ class TurnController:
             self._turn.speech_end_ms = _finite(event.audio_ms, self._now)
             self._turn.final = False
 
-    def _on_transcript(self, event: Transcript, out: list[Action]) -> None:
+    def _on_transcript(self, event: ev.Transcript, out: list[ev.Action]) -> None:
         turn, gen = self._turn, self._gen
         if turn is None:
             return  # speech we did not listen to (echo, barge-in off)
@@ -273,12 +245,18 @@ class TurnController:
             elif is_final:
                 self._resume(out)
         elif gen and not gen.speculative and turn.candidate:
-            if not is_backchannel(event.text):
+            if self._sounds_like_our_reply(gen, event.text):
+                # Our own words came back (the acoustic guard missed it): never a barge-in.
+                if is_final:
+                    out.append(ev.Metric("echo_transcript", gen.id, event.text))
+                    self._turn = None
+                    self._resume(out)
+            elif not is_backchannel(event.text):
                 self._barge_in(gen, turn, out)
             elif is_final:
                 if self._hold:  # not yet counted by the no-words timer
                     name = "backchannel" if words(event.text) else "false_interruption"
-                    out.append(Metric(name, gen.id, event.text))
+                    out.append(ev.Metric(name, gen.id, event.text))
                 self._turn = None
                 self._resume(out)
         elif gen and gen.speculative and new_words:
@@ -291,87 +269,97 @@ class TurnController:
         elif turn.candidate and is_final and is_backchannel(event.text):
             self._turn = None  # "mm-hmm" as the reply ended: not a turn of its own
 
-    def _barge_in(self, gen: _Generation, turn: _Turn, out: list[Action]) -> None:
-        out.append(Metric("barge_in", gen.id))
+    @staticmethod
+    def _sounds_like_our_reply(gen: _Generation, text: str) -> bool:
+        """The transcript is a run of the words the agent has just played."""
+        said = words(text)
+        upto = words(heard_text(gen.clauses, gen.played_ms + ECHO_LOOKAHEAD_MS))
+        older = len(words(heard_text(gen.clauses, gen.played_ms - ECHO_LOOKBACK_MS)))
+        recent = upto[max(0, older - 1) :]  # a word of slack at the edge
+        n = len(said)
+        return n > 0 and any(recent[i : i + n] == said for i in range(len(recent) - n + 1))
+
+    def _barge_in(self, gen: _Generation, turn: _Turn, out: list[ev.Action]) -> None:
+        out.append(ev.Metric("barge_in", gen.id))
         self._finish(gen, out, interrupted=True, cancel="barge_in")
         turn.candidate = False  # the user has the floor now, whatever they say next
 
     # ---- generations -----------------------------------------------------------------------
 
-    def _on_generation_event(self, event: _GenerationEvent, out: list[Action]) -> None:
+    def _on_generation_event(self, event: _GenerationEvent, out: list[ev.Action]) -> None:
         gen = self._gen
         if gen is None or event.generation != gen.id:
             return  # stale: a cancelled or finished generation
         match event:
-            case LlmDelta():
+            case ev.LlmDelta():
                 gen.has_text = gen.has_text or bool(event.text.strip())
-            case LlmDone():
+            case ev.LlmDone():
                 gen.llm_done = True
-            case TtsAudio():
+            case ev.TtsAudio():
                 gen.clauses.append((event.text, max(0.0, _finite(event.audio_ms, 0.0))))
                 self._maybe_audible(out)
-            case PlaybackProgress() if not gen.speculative:
+            case ev.PlaybackProgress() if not gen.speculative:
                 gen.played_ms = max(gen.played_ms, _finite(event.played_ms, 0.0))
-            case PlaybackDone() if not gen.speculative:
+            case ev.PlaybackDone() if not gen.speculative:
                 gen.played_ms = math.inf  # all of it was heard
                 self._finish(gen, out, interrupted=False, cancel=None)
 
-    def _start(self, text: str, *, speculative: bool, out: list[Action]) -> _Generation:
+    def _start(self, text: str, *, speculative: bool, out: list[ev.Action]) -> _Generation:
         gen = _Generation(self._next_id, text, speculative, due_ms=self._now)
         self._next_id += 1
         self._gen = gen
-        out.append(StartGeneration(gen.id, text, speculative))
+        out.append(ev.StartGeneration(gen.id, text, speculative))
         return gen
 
-    def _maybe_audible(self, out: list[Action]) -> None:
+    def _maybe_audible(self, out: list[ev.Action]) -> None:
         gen = self._gen
         if gen and not gen.speculative and not gen.paused and not gen.audible and gen.clauses:
             gen.audible = True
             self._seal_user_turn(gen, out)
 
-    def _seal_user_turn(self, gen: _Generation, out: list[Action]) -> None:
+    def _seal_user_turn(self, gen: _Generation, out: list[ev.Action]) -> None:
         """The answer is heard (or cancelled): the user's turn goes into the history."""
         if gen.user_committed:
             return
         gen.user_committed = True
         if words(gen.commit_text):
-            out.append(CommitUserTurn(gen.commit_text))
+            out.append(ev.CommitUserTurn(gen.commit_text))
         if self._turn and self._turn.endpointed:
             self._turn = None
             if self._speech_active:  # they are talking again: a new turn from that speech
                 self._begin_turn(self._segment_start_ms, out, candidate=True)
 
     def _finish(
-        self, gen: _Generation, out: list[Action], *, interrupted: bool, cancel: str | None
+        self, gen: _Generation, out: list[ev.Action], *, interrupted: bool, cancel: str | None
     ) -> None:
         """End a generation that answers the user: commit exactly what was heard."""
         if cancel:
-            out.append(StopPlayback(gen.id))  # first: silence before bookkeeping
+            out.append(ev.StopPlayback(gen.id))  # first: silence before bookkeeping
         self._seal_user_turn(gen, out)
         heard = heard_text(gen.clauses, gen.played_ms)
-        out.append(CommitAssistantTurn(gen.id, heard, interrupted))
+        out.append(ev.CommitAssistantTurn(gen.id, heard, interrupted))
         if cancel:
-            out.append(CancelGeneration(gen.id, cancel))
+            out.append(ev.CancelGeneration(gen.id, cancel))
         self._gen, self._hold = None, None
 
-    def _drop(self, gen: _Generation, out: list[Action], reason: str, metric: str) -> None:
+    def _drop(self, gen: _Generation, out: list[ev.Action], reason: str, metric: str) -> None:
         """Discard a generation nobody heard (speculation, or an answer the user talked into)."""
         if not gen.speculative:
-            out.append(StopPlayback(gen.id))
-        out.append(CancelGeneration(gen.id, reason))
-        out.append(Metric(metric, gen.id, reason))
+            out.append(ev.StopPlayback(gen.id))
+        out.append(ev.CancelGeneration(gen.id, reason))
+        out.append(ev.Metric(metric, gen.id, reason))
         self._gen, self._hold = None, None
 
-    def _resume(self, out: list[Action]) -> None:
+    def _resume(self, out: list[ev.Action]) -> None:
         gen, self._hold = self._gen, None
         if gen and gen.paused:
             gen.paused = False
-            out.append(ResumePlayback(gen.id))
+            out.append(ev.ResumePlayback(gen.id))
             self._maybe_audible(out)
 
     # ---- turns -------------------------------------------------------------------------------
 
-    def _answer(self, turn: _Turn, out: list[Action]) -> None:
+    def _answer(self, turn: _Turn, out: list[ev.Action]) -> None:
         """The user's turn is over: promote the matching speculation or start an answer."""
         turn.endpointed = True
         gen = self._gen
@@ -380,8 +368,8 @@ class TurnController:
             gen = None
         if gen and normalize(gen.user_text) == normalize(turn.text):
             gen.speculative, gen.due_ms = False, self._now
-            out.append(PromoteGeneration(gen.id))
-            out.append(Metric("speculation_hit", gen.id))
+            out.append(ev.PromoteGeneration(gen.id))
+            out.append(ev.Metric("speculation_hit", gen.id))
         else:
             if gen:
                 self._drop(gen, out, "speculation_missed", "speculation_wasted")
@@ -390,15 +378,15 @@ class TurnController:
         self._maybe_audible(out)
         self._settle_empty(out)
 
-    def _settle_empty(self, out: list[Action]) -> None:
+    def _settle_empty(self, out: list[ev.Action]) -> None:
         """An answer whose LLM finished without a word ends now: there is nothing to play."""
         gen = self._gen
         if gen and not gen.speculative and gen.llm_done and not gen.has_text:
             if not gen.clauses and self._hold is None:
-                out.append(Metric("empty_reply", gen.id))
+                out.append(ev.Metric("empty_reply", gen.id))
                 self._finish(gen, out, interrupted=False, cancel=None)
 
-    def _on_response_requested(self, event: ResponseRequested, out: list[Action]) -> None:
+    def _on_response_requested(self, event: ev.ResponseRequested, out: list[ev.Action]) -> None:
         gen, turn = self._gen, self._turn
         if gen and gen.speculative:
             self._drop(gen, out, "superseded", "speculation_wasted")
@@ -408,12 +396,12 @@ class TurnController:
         if turn and words(turn.text) and not (turn.candidate and is_backchannel(turn.text)):
             voice = turn.text
         self._turn = None
-        out.append(EndOfTurn(self._now, self._now, voice or (event.text or "")))
+        out.append(ev.EndOfTurn(self._now, self._now, voice or (event.text or "")))
         new = self._start(voice, speculative=False, out=out)
         new.commit_text = voice
         self._seal_user_turn(new, out)  # asked for explicitly: nothing left to merge into
 
-    def _on_time(self, out: list[Action]) -> None:
+    def _on_time(self, out: list[ev.Action]) -> None:
         c, now, gen, turn = self.config, self._now, self._gen, self._turn
         if gen and not gen.speculative:
             held_ms = now - self._hold_since_ms
@@ -422,7 +410,7 @@ class TurnController:
             if self._hold == "reply" and held_ms >= c.resume_after_ms and (
                 not talking or held_ms >= c.max_hold_ms
             ):
-                out.append(Metric("false_interruption", gen.id, "no words"))
+                out.append(ev.Metric("false_interruption", gen.id, "no words"))
                 self._resume(out)  # the candidate stays open: late words still barge in
             if turn and turn.speech_end_ms is not None and not self._speech_active:
                 if (turn.candidate or self._hold == "resume") and not turn.final and (
@@ -433,7 +421,7 @@ class TurnController:
                     self._resume(out)
             if self._gen and not self._gen.audible and self._hold is None:
                 if now - self._gen.due_ms >= c.stall_ms:
-                    out.append(Metric("generation_stalled", self._gen.id))
+                    out.append(ev.Metric("generation_stalled", self._gen.id))
                     self._finish(self._gen, out, interrupted=True, cancel="stalled")
             self._settle_empty(out)
             return  # the agent holds the floor: no endpointing until it yields
@@ -443,14 +431,15 @@ class TurnController:
             if now - turn.start_ms >= c.max_user_turn_ms:
                 self._split_turn(turn, out)
             return
-        if turn.speech_end_ms is None:
+        end = turn.speech_end_ms
+        if end is None:
             return
-        silence = now - turn.speech_end_ms
+        silence = now - end
         final_due = turn.final or silence >= c.asr_final_wait_ms
         if not words(turn.text) or (turn.candidate and turn.final and is_backchannel(turn.text)):
             # Wait long for a late final before calling it noise: dropping loses real words.
             if turn.final or silence >= c.endpoint.max_silence_ms:
-                out.append(Metric("noise_ignored", None, turn.text))
+                out.append(ev.Metric("noise_ignored", None, turn.text))
                 if gen:
                     self._drop(gen, out, "no_words", "speculation_wasted")
                 self._turn = None
@@ -459,28 +448,27 @@ class TurnController:
             return
         threshold = self.endpointer.silence_threshold_ms(turn.text, turn.prosody)
         if final_due and silence >= threshold:
-            assert turn.speech_end_ms is not None
-            out.append(EndOfTurn(now, turn.speech_end_ms, turn.text))
+            out.append(ev.EndOfTurn(now, end, turn.text))
             if not turn.final:
-                out.append(Metric("degraded", None, "asr_final:use_last_partial"))
+                out.append(ev.Metric("degraded", None, "asr_final:use_last_partial"))
             self._answer(turn, out)
         elif c.speculate and gen is None and turn.final and silence >= c.speculative_silence_ms:
             self._start(turn.text, speculative=True, out=out)
 
-    def _split_turn(self, turn: _Turn, out: list[Action]) -> None:
+    def _split_turn(self, turn: _Turn, out: list[ev.Action]) -> None:
         """A monologue longer than the ASR window: keep what was said, listen on."""
         if self._gen:
             self._drop(self._gen, out, "user_turn_split", "speculation_wasted")
         if words(turn.text):
-            out.append(CommitUserTurn(turn.text))
-        out.append(Metric("user_turn_split", None, f"{self._now - turn.start_ms:.0f}ms"))
+            out.append(ev.CommitUserTurn(turn.text))
+        out.append(ev.Metric("user_turn_split", None, f"{self._now - turn.start_ms:.0f}ms"))
         restart = turn.text_end_ms if turn.text_end_ms > turn.start_ms else self._now
         self._begin_turn(restart, out, candidate=False)
 
-    def _derive_state(self) -> TurnState:
+    def _derive_state(self) -> ev.TurnState:
         gen = self._gen
         if gen and not gen.speculative:
             if self._hold:
-                return TurnState.INTERRUPTED
-            return TurnState.SPEAKING if gen.audible else TurnState.THINKING
-        return TurnState.USER_SPEAKING if self._turn else TurnState.LISTENING
+                return ev.TurnState.INTERRUPTED
+            return ev.TurnState.SPEAKING if gen.audible else ev.TurnState.THINKING
+        return ev.TurnState.USER_SPEAKING if self._turn else ev.TurnState.LISTENING

@@ -9,6 +9,7 @@ import hashlib
 import importlib.util
 import math
 import os
+import re
 import shutil
 import threading
 import time
@@ -245,6 +246,19 @@ def trim_repetition(
     return out
 
 
+def trim_restart(text: str, *, min_words: int = 3) -> str:
+    """Cut a tail that restarts the utterance from its beginning ("What is the capital of
+    what is the capital"): the decoder, cut off mid-word, starts over. Compared on words,
+    ignoring case and punctuation, which the restart rarely repeats exactly."""
+    raw = text.split()
+    keys = [re.sub(r"[^\w']", "", w.lower()) for w in raw]
+    for i in range(min_words, len(keys) - min_words + 1):
+        tail = keys[i:]
+        if tail == keys[: len(tail)]:
+            return " ".join(raw[:i]).rstrip(",;:- ")
+    return text
+
+
 def frame_dbfs(audio: np.ndarray) -> np.ndarray:
     """RMS level of each 20 ms frame in dBFS."""
     frame = SAMPLE_RATE // 50
@@ -391,7 +405,7 @@ class Transcriber:
         # faster-whisper's recovery of the mean log-probability from the length-normalized score
         avg_logprob = float(result.scores[0]) * len(tokens) / (len(tokens) + 1)
         tokens = trim_repetition(tokens, [self._ends_clause(t, tok) for t in tokens])
-        text = tok.decode(tokens).strip().rstrip(",;:- ").strip()
+        text = trim_restart(tok.decode(tokens).strip().rstrip(",;:- ").strip())
         no_speech = float(result.no_speech_prob)
         dropped = self._why_drop(text, no_speech, avg_logprob, audio)
         return AsrResult(

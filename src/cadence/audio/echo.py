@@ -25,6 +25,7 @@ class EchoGuardConfig:
     min_path_explained: float = 0.3  # a delay whose path explains less is not an echo path
     min_reference_rms: float = 10 ** (-55 / 20)  # quieter reference: nothing can echo
     noise_percentile: float = 10.0  # of recent 20 ms mic frame energies: the noise floor
+    recheck_ms: float = 250.0  # re-estimate a known delay at most this often
     window_ms: float = 80.0  # default segment: the newest mic audio (VAD's start run + a frame)
 
     def __post_init__(self) -> None:
@@ -85,6 +86,7 @@ class EchoGuard:
         self._mic_energy: deque[float] = deque(maxlen=max(1, capacity // self._frame))
         self._max_lag = self._samples(c.max_delay_ms / 1000)
         self._taps = max(1, self._samples(c.path_ms / 1000))
+        self._delay_checked = -(1 << 62)
         self._delay: int | None = None
 
     def _samples(self, seconds: float) -> int:
@@ -124,16 +126,21 @@ class EchoGuard:
         self._ref, self._mic = _Timeline(capacity), _Timeline(capacity)
         self._mic_energy.clear()
         self._delay = None
+        self._delay_checked = -(1 << 62)
 
     def estimate_delay_ms(self, end_s: float | None = None) -> float | None:
         """Re-estimate the delay from the mic window ending at `end_s` (default: newest)."""
         end = self._mic.end if end_s is None else self._samples(end_s)
-        self._update_delay(end)
+        self._update_delay(end, force=True)
         return self.delay_ms
 
-    def _update_delay(self, end: int) -> None:
+    def _update_delay(self, end: int, *, force: bool = False) -> None:
         """GCC-PHAT over the last second; keep the lag only if a fitted echo path explains
         a fair share of the mic (two unrelated voices always have *some* best lag)."""
+        recent = 0 <= end - self._delay_checked < self._samples(self.config.recheck_ms / 1000)
+        if self._delay is not None and recent and not force:
+            return  # a device's delay is stable; re-checking costs two long FFTs
+        self._delay_checked = end
         n, lag = self._samples(self.config.delay_window_ms / 1000), self._max_lag
         mic = self._mic.read(end - n, n)
         ref = self._ref.read(end - n - lag, n + lag)

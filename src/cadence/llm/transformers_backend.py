@@ -24,7 +24,7 @@ from cadence.llm.vlm_processor import (
     load_processor,
     render_prompt,
 )
-from cadence.video.images import decode_image
+from cadence.video.images import Resize, decode_image, resize_pixels
 from cadence.video.tokens import (
     CostModel,
     Idefics3Cost,
@@ -107,6 +107,7 @@ class TransformersVLM:
         self.context_window = int(getattr(text, "max_position_embeddings", 4096))
         self.image_token, self.image_token_id = image_token_of(processor)
         self.stream_timeout_s = stream_timeout_s
+        self.max_side_px = 768  # the cap for images that arrive without a predicted cost
         self._lock = threading.Lock()
         self.generated_tokens = 0  # of the last generation (tests and metrics)
         self.last_worker: threading.Thread | None = None  # the latest generation thread
@@ -148,6 +149,15 @@ class TransformersVLM:
     def image_cost(self, width: int, height: int, images_in_prompt: int = 1) -> ImageCost:
         return self.cost.cost(width, height, images_in_prompt)
 
+    def _fit(self, pixels: Any) -> Any:
+        h, w = pixels.shape[:2]
+        size = self.cost.fit(w, h, self.max_side_px)
+        if size == (w, h):
+            return pixels
+        log.info("%s", Resize("uncosted", (w, h), size, f"{self.family} fit, cap "
+                                                        f"{self.max_side_px}px"))
+        return resize_pixels(pixels, size)
+
     def _chat(self, messages: Sequence[ChatMessage]) -> tuple[list[dict[str, Any]], list[Any]]:
         from PIL import Image
 
@@ -158,7 +168,10 @@ class TransformersVLM:
                 raise InputError(f"{self.name} takes images, not audio")
             parts: list[dict[str, Any]] = []
             for part in msg.images:
-                images.append((Image.fromarray(decode_image(part.data), "RGB"), part))
+                pixels = decode_image(part.data)
+                if part.tokens is None:  # not through VisionContext: fit it here, same rule
+                    pixels = self._fit(pixels)
+                images.append((Image.fromarray(pixels, "RGB"), part))
                 parts.append({"type": "image"})
             role, text = msg.role, msg.content
             if role == "tool":  # VLM chat templates have no tool role

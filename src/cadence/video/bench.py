@@ -48,7 +48,7 @@ async def _first_token(llm: LLMBackend, messages: list[ChatMessage]) -> float:
         async for _ in stream:
             break
     finally:
-        await stream.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()
     return (time.perf_counter() - start) * 1000
 
 

@@ -34,6 +34,11 @@ class VisualBudget:
         if self.max_frames < 1 or not 1 <= self.min_frames <= self.max_frames:
             raise ConfigError("need 1 <= min_frames <= max_frames")
 
+    def available(self, context_window: int, history_tokens: int) -> int:
+        """Tokens this turn's vision may use: the per-turn cap or what the context has left."""
+        room = context_window - history_tokens - self.reply_reserve_tokens
+        return max(0, min(self.max_visual_tokens, room))
+
 
 @dataclass
 class FramePlan:
@@ -65,8 +70,7 @@ def plan_frames(
     context_window: int, history_tokens: int,
 ) -> FramePlan:
     """Choose frames and sizes whose total cost fits the turn's available image tokens."""
-    room = context_window - history_tokens - budget.reply_reserve_tokens
-    available = max(0, min(budget.max_visual_tokens, room))
+    available = budget.available(context_window, history_tokens)
     chosen = list(frames)[-budget.max_frames:]
     dropped = len(frames) - len(chosen)
     decisions: list[str] = []

@@ -236,10 +236,10 @@ class VisionContext:
                           metrics: VisionMetrics) -> VisionTurn:
         assert self.reader is not None
         reader = self.reader
-        hits_before = reader.hits
         facts: list[SceneFacts] = []
         kept: list[VideoFrame] = []
         for frame in frames:
+            hits_before = reader.hits
             try:
                 fact = await asyncio.to_thread(reader.read, frame)
             except CadenceError as exc:
@@ -247,15 +247,16 @@ class VisionContext:
                 continue
             facts.append(fact)
             kept.append(frame)
-            metrics.ocr_ms += fact.ocr_ms
+            if reader.hits > hits_before:
+                metrics.cache_hits += 1
+            else:  # only OCR run for this turn counts as this turn's OCR time
+                metrics.ocr_ms += fact.ocr_ms
             if fact.resize is not None:
                 metrics.resizes.append(str(fact.resize))
-        metrics.cache_hits = reader.hits - hits_before
         metrics.ocr_ms = round(metrics.ocr_ms, 1)
         if not kept:
             return VisionTurn(True, UNTRUSTED_RULE, NO_FRAME_NOTE, metrics=metrics)
-        room = self.context_window - history_tokens - self.budget.reply_reserve_tokens
-        available = max(0, min(self.budget.max_visual_tokens, room))
+        available = self.budget.available(self.context_window, history_tokens)
         metrics.available_tokens = available
         text = scene_text(kept, facts, now)
         # Over budget: drop the oldest frames' findings, then shorten the text that is left.
@@ -267,15 +268,30 @@ class VisionContext:
             metrics.decisions.append(f"dropped {metrics.dropped_oldest} oldest frame(s) to fit "
                                      f"{available} tokens")
         if self.count_tokens(text) > available:
-            keep_chars = max(0, available * 4 - 40)
-            metrics.decisions.append(f"shortened the scene text to {keep_chars} characters")
-            text = text[:keep_chars]
-            if text.count(UNTRUSTED_OPEN) > text.count(UNTRUSTED_CLOSE):
-                text += UNTRUSTED_CLOSE  # never leave image text undelimited
-            text += " [scene text cut to fit]"
+            text = self._shorten(text, available)
+            metrics.decisions.append(f"shortened the scene text to {len(text)} characters")
         metrics.frames_sent = len(kept)
         metrics.text_tokens = self.count_tokens(text)
         return VisionTurn(True, UNTRUSTED_RULE, text, metrics=metrics)
+
+    def _shorten(self, text: str, available: int) -> str:
+        """The longest prefix (delimiters closed) that fits `available` tokens; bisection,
+        because token counts are not proportional to characters."""
+
+        def cut(n: int) -> str:
+            head = text[:n]
+            if head.count(UNTRUSTED_OPEN) > head.count(UNTRUSTED_CLOSE):
+                head += UNTRUSTED_CLOSE  # never leave image text undelimited
+            return head + " [cut to fit]"
+
+        lo, hi, best = 0, len(text), ""
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            if self.count_tokens(cut(mid)) <= available:
+                best, lo = cut(mid), mid + 1
+            else:
+                hi = mid - 1
+        return best
 
     def _image_turn(self, frames: list[VideoFrame], now: float, history_tokens: int,
                     metrics: VisionMetrics) -> VisionTurn:

@@ -207,7 +207,8 @@ class MllamaCost:
         return cap_size(width, height, max_side_px)
 
     def cost(self, width: int, height: int, images_in_prompt: int = 1) -> ImageCost:
-        return ImageCost(1, (self.tile_px, self.tile_px), 0)
+        # The tile canvas only costs encoder time, not context: not modelled (tiles=0).
+        return ImageCost(1, (width, height), 0)
 
     def processor_kwargs(self) -> dict[str, Any]:
         return {}

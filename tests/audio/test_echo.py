@@ -202,3 +202,48 @@ def test_bad_config_is_refused() -> None:
         EchoGuardConfig(max_delay_ms=0)
     with pytest.raises(ConfigError):
         EchoGuardConfig(history_ms=500)
+
+
+def test_arbitrary_pushes_and_queries_stay_in_range() -> None:
+    rng = np.random.default_rng(3)
+    g = EchoGuard()
+    for _ in range(200):
+        n = int(rng.integers(0, 2000))
+        t = float(rng.uniform(-1.0, 20.0))
+        samples = (rng.standard_normal(n) * rng.choice([0.0, 1e-4, 0.1, 5.0])).astype(np.float32)
+        match int(rng.integers(0, 4)):
+            case 0:
+                g.push_reference(samples, t)
+            case 1:
+                g.push_mic(samples, t if rng.random() < 0.5 else None)
+            case 2:
+                g.clear_reference_from(t)
+            case _:
+                value = g.likelihood(t, t + float(rng.uniform(-0.1, 0.3)))
+                assert 0.0 <= value <= 1.0
+    assert 0.0 <= g.likelihood() <= 1.0
+
+
+def test_a_long_reply_pushed_ahead_of_playback_is_still_recognised_as_echo() -> None:
+    """TTS hands over seconds of audio at once, far ahead of the mic: the reference must keep
+    its beginning until it is played (a ring written ahead would overwrite it)."""
+    from cadence.bench.voices import synthesize
+
+    rate, frame, delay = 16_000, 320, int(0.12 * 16_000)
+    speech = synthesize(
+        "The history of Paris is long and rich, and it began with a Celtic tribe "
+        "on an island in the river Seine, long before the Romans came.",
+        lead_silence_s=0.0,
+    ).mono_f32()
+    assert len(speech) > 4 * rate  # longer than the guard's 3 s of history
+    guard = EchoGuard()
+    guard.push_reference(speech)
+    mic = np.zeros(len(speech) + delay, np.float32)
+    mic[delay:] = 0.35 * speech
+    mic += 0.003 * np.random.default_rng(3).standard_normal(len(mic)).astype(np.float32)
+    scores = []
+    for i in range(0, len(mic) - frame, frame):
+        guard.push_mic(mic[i : i + frame])
+        if i > rate // 2 and (i // frame) % 10 == 0:
+            scores.append(guard.likelihood())
+    assert min(scores) > 0.6, scores

@@ -17,6 +17,7 @@ from cadence.transport import auth as auth_mod
 from cadence.transport.auth import Authenticator, Forbidden, presented_token
 from cadence.transport.server import ServeOptions, check_options
 
+
 class FakeClock:
     def __init__(self) -> None:
         self.t = 1_000_000.0
@@ -99,11 +100,13 @@ async def test_websocket_auth_modes() -> None:
                 await websockets.connect(srv.ws, additional_headers=headers)
             assert refused.value.response.status_code == 401
             assert b"invalid_api_key" in refused.value.response.body
-        async with websockets.connect(srv.ws, additional_headers={
-                "Authorization": f"Bearer {TOKEN}"}) as ws:
+        async with websockets.connect(
+            srv.ws, additional_headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as ws:
             assert json.loads(await ws.recv())["type"] == "session.created"
-        async with websockets.connect(srv.ws, subprotocols=[
-                "realtime", f"openai-insecure-api-key.{TOKEN}"]) as ws:  # type: ignore[list-item]
+        async with websockets.connect(
+            srv.ws, subprotocols=["realtime", f"openai-insecure-api-key.{TOKEN}"]
+        ) as ws:  # type: ignore[list-item]
             assert ws.subprotocol == "realtime"  # never the one carrying the key
             assert json.loads(await ws.recv())["type"] == "session.created"
 
@@ -112,10 +115,12 @@ async def test_sdk_with_wrong_key_is_refused_and_right_key_works() -> None:
     async with running_server(token=TOKEN, session_factory=fake_factory()) as srv:
         with pytest.raises(InvalidStatus):
             async with AsyncOpenAI(base_url=f"{srv.http}/v1", api_key="wrong").realtime.connect(
-                    model="default"):
+                model="default"
+            ):
                 pass
         async with AsyncOpenAI(base_url=f"{srv.http}/v1", api_key=TOKEN).realtime.connect(
-                model="default") as conn:
+            model="default"
+        ) as conn:
             assert (await conn.recv()).type == "session.created"
 
 
@@ -130,8 +135,9 @@ async def test_client_secrets_mint_ephemeral_tokens() -> None:
         # an ephemeral token cannot mint another one
         again = await http("POST", url, b"{}", {"Authorization": f"Bearer {secret}"})
         assert again.status == 401
-        async with websockets.connect(srv.ws, subprotocols=[
-                "realtime", f"openai-insecure-api-key.{secret}"]) as ws:  # type: ignore[list-item]
+        async with websockets.connect(
+            srv.ws, subprotocols=["realtime", f"openai-insecure-api-key.{secret}"]
+        ) as ws:  # type: ignore[list-item]
             assert json.loads(await ws.recv())["type"] == "session.created"
 
 
@@ -142,8 +148,9 @@ async def test_routes_that_need_the_token() -> None:
         assert (await http("GET", srv.http + "/metrics")).status == 401
         ok = await http("GET", srv.http + "/metrics", None, {"Authorization": f"Bearer {TOKEN}"})
         assert ok.status == 200
-        call = await http("POST", srv.http + "/v1/realtime/calls", "v=0\r\n",
-                          {"Content-Type": "application/sdp"})
+        call = await http(
+            "POST", srv.http + "/v1/realtime/calls", "v=0\r\n", {"Content-Type": "application/sdp"}
+        )
         assert call.status == 401
 
 
@@ -155,8 +162,12 @@ async def test_cross_origin_browsers_are_refused() -> None:
         same = f"http://127.0.0.1:{srv.port}"
         async with websockets.connect(srv.ws, origin=same) as ws:  # type: ignore[arg-type]
             assert json.loads(await ws.recv())["type"] == "session.created"
-        cross = await http("POST", srv.http + "/v1/realtime/client_secrets", b"{}",
-                           {"Origin": "http://evil.example"})
+        cross = await http(
+            "POST",
+            srv.http + "/v1/realtime/client_secrets",
+            b"{}",
+            {"Origin": "http://evil.example"},
+        )
         assert cross.status == 403
 
 
@@ -166,8 +177,9 @@ async def test_open_server_answers_only_loopback_host_names() -> None:
         assert rebinding.status == 403 and "refused" in rebinding.text
         with pytest.raises(InvalidStatus) as refused:
             # DNS rebinding: the URL names evil.example, the socket goes to 127.0.0.1
-            await websockets.connect(f"ws://evil.example:{srv.port}/v1/realtime",
-                                     host="127.0.0.1", port=srv.port)
+            await websockets.connect(
+                f"ws://evil.example:{srv.port}/v1/realtime", host="127.0.0.1", port=srv.port
+            )
         assert refused.value.response.status_code == 403
         assert (await http("GET", f"http://localhost:{srv.port}/healthz")).status == 200
     async with running_server(token=TOKEN, session_factory=fake_factory()) as srv:

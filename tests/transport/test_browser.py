@@ -48,7 +48,7 @@ def write_y4m(path: Path, frames: int = 30, width: int = 160, height: int = 120)
         for i in range(frames):
             y = np.full((height, width), 40, np.uint8)
             x0 = (i * 4) % (width - 32)
-            y[40:72, x0:x0 + 32] = 220
+            y[40:72, x0 : x0 + 32] = 220
             f.write(b"FRAME\n" + y.tobytes() + bytes([128]) * (width * height // 2))
 
 
@@ -65,14 +65,16 @@ async def test_chromium_calls_the_agent(server: Running, tmp_path: Path) -> None
     write_question_wav(wav)
     write_y4m(y4m)
     args = [
-        "--headless=new", "--no-sandbox",
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        "--headless=new",
+        "--no-sandbox",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={wav}%noloop",
         f"--use-file-for-fake-video-capture={y4m}",
         "--autoplay-policy=no-user-gesture-required",
         "--allow-loopback-in-peer-connection",
         "--disable-features=WebRtcHideLocalIpsWithMdns",
-        '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1',
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
     ]
     ARTIFACTS.mkdir(exist_ok=True)
     async with async_playwright() as pw:
@@ -85,7 +87,8 @@ async def test_chromium_calls_the_agent(server: Running, tmp_path: Path) -> None
             await page.click("#start")
             agent = page.locator("#transcript li.agent")
             await agent.filter(has_text=re.compile("paris", re.I)).first.wait_for(
-                timeout=TURN_TIMEOUT_MS)
+                timeout=TURN_TIMEOUT_MS
+            )
             user = await page.locator("#transcript li.user").first.inner_text()
             assert "capital" in user.lower()
             stats = None
@@ -96,9 +99,12 @@ async def test_chromium_calls_the_agent(server: Running, tmp_path: Path) -> None
                 await asyncio.sleep(0.1)
             assert stats and stats["bytes"] > 0 and stats["packets"] > 0
             assert stats["energy"] > 0  # not only silence: the agent's voice arrived
+            await page.wait_for_function("window.cadence.latencies.some(t => t.browser !== null)")
             await page.screenshot(path=str(ARTIFACTS / "browser-call.png"), full_page=True)
             latencies = await page.evaluate("window.cadence.latencies")
-            assert latencies, "the page measured no turn latency"
+            measured = [t["browser"] for t in latencies if t["browser"] is not None]
+            assert measured and 0 < measured[0] < 10_000, latencies  # end of speech → audio
+            assert any(t["server"] for t in latencies)
             await page.click("#stop")
         finally:
             await browser.close()

@@ -78,15 +78,25 @@ async def still_serving(server: Running) -> None:
 async def test_sdk_spoken_question_gets_spoken_paris(server: Running, question: AudioChunk) -> None:
     client = AsyncOpenAI(base_url=f"{server.http}/v1", api_key="local")
     async with client.realtime.connect(model="default") as conn:
-        await conn.session.update(session={"type": "realtime", "audio": {"input": {
-            "format": {"type": "audio/pcm", "rate": 24000},
-            "turn_detection": {"type": "server_vad"}}}})
+        await conn.session.update(
+            session={
+                "type": "realtime",
+                "audio": {
+                    "input": {
+                        "format": {"type": "audio/pcm", "rate": 24000},
+                        "turn_detection": {"type": "server_vad"},
+                    }
+                },
+            }
+        )
         # Real-time pace in 20 ms appends, as a microphone delivers it, then silence.
         # (Larger bursts can end the turn early: reported to the session's owner.)
         audio = pcm24(AudioChunk.concat([question, AudioChunk.silence(1.5, question.sample_rate)]))
         step, t0 = 960, asyncio.get_running_loop().time()  # 20 ms of 24 kHz pcm16
         for k, i in enumerate(range(0, len(audio), step)):
-            await conn.input_audio_buffer.append(audio=base64.b64encode(audio[i:i + step]).decode())
+            await conn.input_audio_buffer.append(
+                audio=base64.b64encode(audio[i : i + step]).decode()
+            )
             await asyncio.sleep(max(0.0, t0 + (k + 1) * 0.02 - asyncio.get_running_loop().time()))
         seen = await collect_until_done(conn)
     assert "input_audio_buffer.speech_started" in seen["types"]
@@ -107,14 +117,23 @@ def red_square_png() -> str:
 async def test_sdk_input_text_and_input_image(server: Running) -> None:
     client = AsyncOpenAI(base_url=f"{server.http}/v1", api_key="local")
     async with client.realtime.connect(model="default") as conn:
-        await conn.session.update(session={"type": "realtime", "audio": {"input": {
-            "turn_detection": None}}})
-        await conn.conversation.item.create(item={
-            "type": "message", "role": "user",
-            "content": [{"type": "input_image", "image_url": red_square_png()}]})
-        await conn.conversation.item.create(item={
-            "type": "message", "role": "user",
-            "content": [{"type": "input_text", "text": QUESTION}]})
+        await conn.session.update(
+            session={"type": "realtime", "audio": {"input": {"turn_detection": None}}}
+        )
+        await conn.conversation.item.create(
+            item={
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_image", "image_url": red_square_png()}],
+            }
+        )
+        await conn.conversation.item.create(
+            item={
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": QUESTION}],
+            }
+        )
         await conn.response.create()
         seen = await collect_until_done(conn)
     assert seen["types"].count("conversation.item.added") >= 2  # the image and the text
@@ -126,7 +145,9 @@ async def test_sdk_input_text_and_input_image(server: Running) -> None:
 async def test_aiortc_call_hears_paris(
     server: Running, question: AudioChunk, loop_runtime: Runtime
 ) -> None:
-    client = await rtc_call(server.http, AudioChunk.concat([question, AudioChunk.silence(2.0, 16_000)]))
+    client = await rtc_call(
+        server.http, AudioChunk.concat([question, AudioChunk.silence(2.0, 16_000)])
+    )
     try:
         done = await client.wait_for("response.done", TURN_TIMEOUT_S)
         assert done["response"]["status"] == "completed", done
@@ -141,7 +162,9 @@ async def test_aiortc_call_hears_paris(
             await asyncio.sleep(0.05)
         assert client.voiced_s() > 1.0  # reply audio arrived as WebRTC media
         await asyncio.sleep(1.0)  # the rest of the reply
-        heard = await asyncio.to_thread(loop_runtime.asr.transcribe, client.heard_audio().to(16_000).mono_f32())
+        heard = await asyncio.to_thread(
+            loop_runtime.asr.transcribe, client.heard_audio().to(16_000).mono_f32()
+        )
         assert "paris" in words(heard.text), heard.text  # and it says Paris
     finally:
         await client.close()
@@ -151,9 +174,20 @@ async def test_aiortc_call_hears_paris(
 async def test_client_vanishing_mid_reply(server: Running) -> None:
     ws = await websockets.connect(server.ws)
     assert json.loads(await ws.recv())["type"] == "session.created"
-    await ws.send(json.dumps({"type": "conversation.item.create", "item": {
-        "type": "message", "role": "user",
-        "content": [{"type": "input_text", "text": "Tell me a long story about the sea."}]}}))
+    await ws.send(
+        json.dumps(
+            {
+                "type": "conversation.item.create",
+                "item": {
+                    "type": "message",
+                    "role": "user",
+                    "content": [
+                        {"type": "input_text", "text": "Tell me a long story about the sea."}
+                    ],
+                },
+            }
+        )
+    )
     await ws.send(json.dumps({"type": "response.create"}))
     async with asyncio.timeout(TURN_TIMEOUT_S):
         while json.loads(await ws.recv())["type"] != "response.output_audio.delta":
@@ -166,8 +200,13 @@ async def test_client_vanishing_mid_reply(server: Running) -> None:
     assert server.ctx.active_sessions == 0
     client = AsyncOpenAI(base_url=f"{server.http}/v1", api_key="local")
     async with client.realtime.connect(model="default") as conn:
-        await conn.conversation.item.create(item={
-            "type": "message", "role": "user", "content": [{"type": "input_text", "text": QUESTION}]})
+        await conn.conversation.item.create(
+            item={
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": QUESTION}],
+            }
+        )
         await conn.response.create()
         seen = await collect_until_done(conn)
     assert "paris" in words(seen["reply"])

@@ -117,21 +117,38 @@ def test_arbitrary_input_never_raises(raw: str | bytes) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.sampled_from(["type", "event_id", "audio", "item", "session",
-                                        "item_id", "audio_end_ms", "response"]),
-                       st.one_of(st.none(), st.integers(), st.text(max_size=20),
-                                 st.sampled_from(sorted(ce.CLIENT_EVENT_TYPES)),
-                                 st.lists(st.integers(), max_size=3),
-                                 st.dictionaries(st.text(max_size=5), st.integers(), max_size=3))))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["type", "event_id", "audio", "item", "session", "item_id", "audio_end_ms", "response"]
+        ),
+        st.one_of(
+            st.none(),
+            st.integers(),
+            st.text(max_size=20),
+            st.sampled_from(sorted(ce.CLIENT_EVENT_TYPES)),
+            st.lists(st.integers(), max_size=3),
+            st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
+        ),
+    )
+)
 def test_arbitrary_events_never_raise(event: dict[str, Any]) -> None:
     make().receive(json.dumps(event))
 
 
 def test_session_update_turn_detection_null_means_manual() -> None:
     p = make()
-    step = send(p, {"type": "session.update", "session": {
-        "type": "realtime", "instructions": "be a pirate",
-        "audio": {"input": {"turn_detection": None}}}})
+    step = send(
+        p,
+        {
+            "type": "session.update",
+            "session": {
+                "type": "realtime",
+                "instructions": "be a pirate",
+                "audio": {"input": {"turn_detection": None}},
+            },
+        },
+    )
     assert ce.SetTurnDetection(False) in step.commands
     assert ce.SetInstructions("be a pirate") in step.commands
     (updated,) = step.events
@@ -143,8 +160,15 @@ def test_session_update_turn_detection_null_means_manual() -> None:
 @pytest.mark.parametrize("kind", ["server_vad", "semantic_vad"])
 def test_vad_modes_run_cadence_turns_and_echo_tuning(kind: str) -> None:
     p = make()
-    step = send(p, {"type": "session.update", "session": {"audio": {"input": {
-        "turn_detection": {"type": kind, "silence_duration_ms": 555}}}}})
+    step = send(
+        p,
+        {
+            "type": "session.update",
+            "session": {
+                "audio": {"input": {"turn_detection": {"type": kind, "silence_duration_ms": 555}}}
+            },
+        },
+    )
     assert ce.SetTurnDetection(True) in step.commands
     echoed = step.events[0]["session"]["audio"]["input"]["turn_detection"]
     assert echoed["type"] == kind and echoed["silence_duration_ms"] == 555
@@ -162,21 +186,25 @@ def test_vad_modes_run_cadence_turns_and_echo_tuning(kind: str) -> None:
 def test_unsupported_session_settings_are_refused_whole(audio: dict[str, Any]) -> None:
     p = make()
     before = json.dumps(p.config, sort_keys=True)
-    error = only_error(send(p, {"type": "session.update", "session": {
-        "instructions": "changed", "audio": audio}}))
+    error = only_error(
+        send(p, {"type": "session.update", "session": {"instructions": "changed", "audio": audio}})
+    )
     assert error["param"].startswith("session.audio")
     assert json.dumps(p.config, sort_keys=True) == before  # nothing applied
 
 
 def test_transcription_sessions_are_refused() -> None:
-    error = only_error(send(make(), {"type": "session.update", "session": {"type": "transcription"}}))
+    error = only_error(
+        send(make(), {"type": "session.update", "session": {"type": "transcription"}})
+    )
     assert "transcription" in error["message"]
 
 
 def test_commit_needs_audio_then_confirms_with_an_item_id() -> None:
     p = make()
     assert only_error(send(p, {"type": "input_audio_buffer.commit"}))["message"].startswith(
-        "input audio buffer holds 0 ms")
+        "input audio buffer holds 0 ms"
+    )
     send(p, {"type": "input_audio_buffer.append", "audio": pcm_b64(0.3)})
     step = send(p, {"type": "input_audio_buffer.commit"})
     (command,) = step.commands
@@ -200,9 +228,18 @@ def test_manual_buffer_limit() -> None:
 
 def test_input_text_item_is_parsed_and_confirmed() -> None:
     p = make()
-    step = send(p, {"type": "conversation.item.create", "event_id": "c9", "item": {
-        "type": "message", "role": "user",
-        "content": [{"type": "input_text", "text": "What is the capital of France?"}]}})
+    step = send(
+        p,
+        {
+            "type": "conversation.item.create",
+            "event_id": "c9",
+            "item": {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "What is the capital of France?"}],
+            },
+        },
+    )
     (command,) = step.commands
     assert isinstance(command, ce.CreateItem) and command.kind == "text"
     assert command.text == "What is the capital of France?" and command.event_id == "c9"
@@ -214,13 +251,25 @@ def test_input_text_item_is_parsed_and_confirmed() -> None:
 def test_input_image_item_carries_decoded_bytes_not_base64_in_the_echo() -> None:
     p = make()
     url = png_data_url()
-    step = send(p, {"type": "conversation.item.create", "item": {
-        "type": "message", "role": "user", "content": [
-            {"type": "input_text", "text": "What colour is this?"},
-            {"type": "input_image", "image_url": url}]}})
+    step = send(
+        p,
+        {
+            "type": "conversation.item.create",
+            "item": {
+                "type": "message",
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "What colour is this?"},
+                    {"type": "input_image", "image_url": url},
+                ],
+            },
+        },
+    )
     (command,) = step.commands
     assert isinstance(command, ce.CreateItem) and command.kind == "image"
-    assert command.image and command.image.startswith(b"\x89PNG") and command.image_mime == "image/png"
+    assert (
+        command.image and command.image.startswith(b"\x89PNG") and command.image_mime == "image/png"
+    )
     assert command.text == "What colour is this?"
     assert "base64,<" in json.dumps(p.item_added(command))
 
@@ -235,23 +284,43 @@ def test_input_image_item_carries_decoded_bytes_not_base64_in_the_echo() -> None
     ],
 )
 def test_bad_item_content(content: dict[str, Any], fragment: str) -> None:
-    error = only_error(send(make(), {"type": "conversation.item.create", "item": {
-        "type": "message", "role": "user", "content": [content]}}))
+    error = only_error(
+        send(
+            make(),
+            {
+                "type": "conversation.item.create",
+                "item": {"type": "message", "role": "user", "content": [content]},
+            },
+        )
+    )
     assert fragment in error["message"]
 
 
 def test_function_call_output_item() -> None:
-    step = send(make(), {"type": "conversation.item.create", "item": {
-        "type": "function_call_output", "call_id": "call_1", "output": '{"ok": true}'}})
+    step = send(
+        make(),
+        {
+            "type": "conversation.item.create",
+            "item": {"type": "function_call_output", "call_id": "call_1", "output": '{"ok": true}'},
+        },
+    )
     (command,) = step.commands
     assert isinstance(command, ce.CreateItem) and command.kind == "function_call_output"
     assert command.call_id == "call_1" and command.text == '{"ok": true}'
 
 
 def test_input_audio_item_decodes_audio() -> None:
-    step = send(make(), {"type": "conversation.item.create", "item": {
-        "type": "message", "role": "user",
-        "content": [{"type": "input_audio", "audio": pcm_b64(0.2)}]}})
+    step = send(
+        make(),
+        {
+            "type": "conversation.item.create",
+            "item": {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_audio", "audio": pcm_b64(0.2)}],
+            },
+        },
+    )
     (command,) = step.commands
     assert isinstance(command, ce.CreateItem) and command.kind == "audio"
     assert command.audio is not None and command.audio.frames == 4800
@@ -283,14 +352,23 @@ def test_response_event_sequence_and_ids() -> None:
     p = make()
     events = _reply(p)
     latency = {"generation": 1, "endpoint": 180, "v2v": 365, "budget_breaches": []}
-    events += p.on_output(out.ResponseDone(1, "The capital of France is Paris.", "completed", latency), 0)
+    events += p.on_output(
+        out.ResponseDone(1, "The capital of France is Paris.", "completed", latency), 0
+    )
     kinds = [e["type"] for e in events]
     assert kinds == [
-        "response.created", "response.output_item.added", "conversation.item.added",
-        "response.content_part.added", "response.output_audio_transcript.delta",
-        "response.output_audio.delta", "response.output_audio_transcript.delta",
-        "response.output_audio.done", "response.output_audio_transcript.done",
-        "response.content_part.done", "response.output_item.done", "conversation.item.done",
+        "response.created",
+        "response.output_item.added",
+        "conversation.item.added",
+        "response.content_part.added",
+        "response.output_audio_transcript.delta",
+        "response.output_audio.delta",
+        "response.output_audio_transcript.delta",
+        "response.output_audio.done",
+        "response.output_audio_transcript.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "conversation.item.done",
         "response.done",
     ]
     response_id = events[0]["response"]["id"]
@@ -306,20 +384,34 @@ def test_response_event_sequence_and_ids() -> None:
     audio = base64.b64decode(events[5]["delta"])
     assert len(audio) == 24_000 * 2
     done = events[-1]["response"]
-    assert done["status"] == "completed" and done["output"][0]["content"][0]["transcript"] == transcript
-    assert json.loads(done["metadata"]["latency"]) == latency  # a JSON string, as INTERFACES.md says
+    assert (
+        done["status"] == "completed"
+        and done["output"][0]["content"][0]["transcript"] == transcript
+    )
+    assert (
+        json.loads(done["metadata"]["latency"]) == latency
+    )  # a JSON string, as INTERFACES.md says
 
 
 def test_truncate_maps_to_report_played() -> None:
     p = make()
     events = _reply(p, generation=4, seconds=2.0)
     item_id = events[1]["item"]["id"]
-    step = send(p, {"type": "conversation.item.truncate", "item_id": item_id,
-                    "content_index": 0, "audio_end_ms": 750})
+    step = send(
+        p,
+        {
+            "type": "conversation.item.truncate",
+            "item_id": item_id,
+            "content_index": 0,
+            "audio_end_ms": 750,
+        },
+    )
     assert step.commands == [ce.ReportPlayed(4, 750.0)]
     assert step.events[0]["type"] == "conversation.item.truncated"
     assert step.events[0]["audio_end_ms"] == 750
-    too_far = send(p, {"type": "conversation.item.truncate", "item_id": item_id, "audio_end_ms": 9000})
+    too_far = send(
+        p, {"type": "conversation.item.truncate", "item_id": item_id, "audio_end_ms": 9000}
+    )
     assert "outside" in only_error(too_far)["message"]
     unknown = send(p, {"type": "conversation.item.truncate", "item_id": "nope", "audio_end_ms": 1})
     assert only_error(unknown)["param"] == "item_id"
@@ -327,7 +419,9 @@ def test_truncate_maps_to_report_played() -> None:
 
 def test_cancel_needs_an_active_response() -> None:
     p = make()
-    assert only_error(send(p, {"type": "response.cancel"}))["message"] == "no response is in progress"
+    assert (
+        only_error(send(p, {"type": "response.cancel"}))["message"] == "no response is in progress"
+    )
     _reply(p)
     assert send(p, {"type": "response.cancel"}).commands == [ce.CancelResponse()]
     events = p.on_output(out.ResponseDone(1, "The capital", "cancelled", {}, "client_cancelled"), 0)
@@ -350,15 +444,24 @@ def test_user_speech_turn_events() -> None:
     stopped = p.on_output(out.UserSpeechStopped(9_500.0), 10_000.0)
     assert stopped[0]["audio_end_ms"] == 2500 and stopped[0]["item_id"] == started[0]["item_id"]
     assert "cadence_ms_ago" not in stopped[0]
-    deltas = p.on_output(out.UserTranscript("what is", False), 0) + p.on_output(
-        out.UserTranscript("what is the capital", False), 0)
-    assert [d["delta"] for d in deltas] == ["what is", " the capital"]
+    deltas = [
+        *p.on_output(out.UserTranscript("What?", False), 0),
+        *p.on_output(out.UserTranscript("What is the capital", False), 0),
+        *p.on_output(out.UserTranscript("Was it the capital", False), 0),  # a correction
+        *p.on_output(out.UserTranscript("What is the capital of France?", False), 0),
+    ]
+    assert [d["delta"] for d in deltas] == ["What", " is the capital", " of France"]
     committed = p.on_output(out.UserTurnCommitted("what is the capital of France"), 0)
     assert [e["type"] for e in committed] == [
-        "input_audio_buffer.committed", "conversation.item.added",
-        "conversation.item.input_audio_transcription.completed", "conversation.item.done"]
-    assert committed[2]["transcript"] == "what is the capital of France"
-    assert {e.get("item_id", e.get("item", {}).get("id")) for e in committed} == {started[0]["item_id"]}
+        "input_audio_buffer.committed",
+        "conversation.item.added",
+        "conversation.item.input_audio_transcription.completed",
+        "conversation.item.done",
+    ]
+    assert committed[2]["transcript"] == "what is the capital of France"  # the truth, at last
+    assert {e.get("item_id", e.get("item", {}).get("id")) for e in committed} == {
+        started[0]["item_id"]
+    }
 
 
 def test_webrtc_flavour_sends_no_audio_deltas_but_cadence_extras() -> None:
@@ -367,7 +470,9 @@ def test_webrtc_flavour_sends_no_audio_deltas_but_cadence_extras() -> None:
     assert "response.output_audio.delta" not in [e["type"] for e in events]
     events = p.on_output(out.ResponseDone(1, "x", "completed", {"v2v": 300}), 0)
     assert events[-1] == {"type": "cadence.latency", "latency": {"v2v": 300}}
-    assert p.on_output(out.StateUpdate("thinking"), 0) == [{"type": "cadence.state", "state": "thinking"}]
+    assert p.on_output(out.StateUpdate("thinking"), 0) == [
+        {"type": "cadence.state", "state": "thinking"}
+    ]
     assert make().on_output(out.StateUpdate("thinking"), 0) == []  # not over the WebSocket
     stopped = p.on_output(out.UserSpeechStopped(900.0), 1000.0)
     assert stopped[0]["cadence_ms_ago"] == 100.0

@@ -20,15 +20,16 @@ from transport_harness import http, rtc_call, running_server
 
 from cadence.transport.limits import ServerLimits
 
+
 @pytest.fixture(autouse=True)
 def _fresh_fakes() -> None:
     FakeSession.instances.clear()
 
 
-async def recv_until(ws: Any, kind: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+async def recv_until(ws: Any, kind: str, within_s: float = 10.0) -> list[dict[str, Any]]:
     """Events up to and including the first of `kind`."""
     seen: list[dict[str, Any]] = []
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(within_s):
         while True:
             event = json.loads(await ws.recv())
             seen.append(event)
@@ -61,20 +62,33 @@ async def test_websocket_text_turn_and_bad_input_keep_the_session() -> None:
         async with websockets.connect(srv.ws + "?model=default") as ws:
             created = await recv_until(ws, "session.created")
             assert created[-1]["session"]["model"] == "default"
-            for bad in ("{oops", '{"type": "nope"}', json.dumps({
-                    "type": "input_audio_buffer.append", "audio": "***"})):
+            for bad in (
+                "{oops",
+                '{"type": "nope"}',
+                json.dumps({"type": "input_audio_buffer.append", "audio": "***"}),
+            ):
                 await ws.send(bad)
                 (error,) = await recv_until(ws, "error")
                 assert error["error"]["message"]
-            await ws.send(json.dumps({"type": "conversation.item.create", "item": {
-                "type": "message", "role": "user",
-                "content": [{"type": "input_text", "text": "Capital of France?"}]}}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "conversation.item.create",
+                        "item": {
+                            "type": "message",
+                            "role": "user",
+                            "content": [{"type": "input_text", "text": "Capital of France?"}],
+                        },
+                    }
+                )
+            )
             added = await recv_until(ws, "conversation.item.done")
             assert added[0]["type"] == "conversation.item.added"
             await ws.send(json.dumps({"type": "response.create"}))
             events = await recv_until(ws, "response.done")
-            transcript = "".join(e["delta"] for e in events
-                                 if e["type"] == "response.output_audio_transcript.delta")
+            transcript = "".join(
+                e["delta"] for e in events if e["type"] == "response.output_audio_transcript.delta"
+            )
             assert "Paris" in transcript
             assert any(e["type"] == "response.output_audio.delta" for e in events)
             assert json.loads(events[-1]["response"]["metadata"]["latency"])["v2v"] == 60.0
@@ -95,13 +109,23 @@ async def test_openai_sdk_speaks_to_the_server() -> None:
     async with running_server(session_factory=fake_factory()) as srv:
         client = AsyncOpenAI(base_url=f"{srv.http}/v1", api_key="unused")
         async with client.realtime.connect(model="default") as conn:
-            await conn.session.update(session={"type": "realtime", "audio": {"input": {
-                "format": {"type": "audio/pcm", "rate": 24000},
-                "turn_detection": {"type": "server_vad"}}}})
+            await conn.session.update(
+                session={
+                    "type": "realtime",
+                    "audio": {
+                        "input": {
+                            "format": {"type": "audio/pcm", "rate": 24000},
+                            "turn_detection": {"type": "server_vad"},
+                        }
+                    },
+                }
+            )
             speech = np.concatenate([np.zeros(2400), tone(0.8).samples[:, 0], np.zeros(12000)])
             chunk = (speech * 32767).astype("<i2").tobytes()
             for i in range(0, len(chunk), 9600):
-                await conn.input_audio_buffer.append(audio=base64.b64encode(chunk[i:i + 9600]).decode())
+                await conn.input_audio_buffer.append(
+                    audio=base64.b64encode(chunk[i : i + 9600]).decode()
+                )
             kinds: list[str] = []
             transcript = ""
             audio_bytes = 0
@@ -158,8 +182,18 @@ async def test_client_vanishing_mid_reply_leaves_the_server_serving() -> None:
     async with running_server(session_factory=fake_factory(reply_s=5.0)) as srv:
         ws = await websockets.connect(srv.ws)
         await recv_until(ws, "session.created")
-        await ws.send(json.dumps({"type": "conversation.item.create", "item": {
-            "type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}}))
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "conversation.item.create",
+                    "item": {
+                        "type": "message",
+                        "role": "user",
+                        "content": [{"type": "input_text", "text": "hi"}],
+                    },
+                }
+            )
+        )
         await ws.send(json.dumps({"type": "response.create"}))
         await recv_until(ws, "response.created")
         ws.transport.abort()  # no close frame: the peer just disappears
@@ -177,12 +211,19 @@ async def test_manual_turns_commit_and_response_create() -> None:
     async with running_server(session_factory=fake_factory()) as srv:
         async with websockets.connect(srv.ws) as ws:
             await recv_until(ws, "session.created")
-            await ws.send(json.dumps({"type": "session.update", "session": {
-                "audio": {"input": {"turn_detection": None}}}}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "session.update",
+                        "session": {"audio": {"input": {"turn_detection": None}}},
+                    }
+                )
+            )
             await recv_until(ws, "session.updated")
             assert FakeSession.instances[0].options.turn_detection is False
-            await ws.send(json.dumps({"type": "input_audio_buffer.append",
-                                      "audio": pcm_b64(tone(0.5))}))
+            await ws.send(
+                json.dumps({"type": "input_audio_buffer.append", "audio": pcm_b64(tone(0.5))})
+            )
             await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
             events = await recv_until(ws, "conversation.item.input_audio_transcription.completed")
             committed = [e for e in events if e["type"] == "input_audio_buffer.committed"]
@@ -204,16 +245,37 @@ async def test_input_image_reaches_the_session() -> None:
     async with running_server(session_factory=fake_factory()) as srv:
         async with websockets.connect(srv.ws) as ws:
             await recv_until(ws, "session.created")
-            await ws.send(json.dumps({"type": "conversation.item.create", "item": {
-                "type": "message", "role": "user",
-                "content": [{"type": "input_image", "image_url": url}]}}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "conversation.item.create",
+                        "item": {
+                            "type": "message",
+                            "role": "user",
+                            "content": [{"type": "input_image", "image_url": url}],
+                        },
+                    }
+                )
+            )
             await recv_until(ws, "conversation.item.done")
             corrupt = "data:image/png;base64," + base64.b64encode(b"\x89PNG garbage").decode()
-            await ws.send(json.dumps({"type": "conversation.item.create", "event_id": "img2",
-                                      "item": {"type": "message", "role": "user", "content": [
-                                          {"type": "input_image", "image_url": corrupt}]}}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "conversation.item.create",
+                        "event_id": "img2",
+                        "item": {
+                            "type": "message",
+                            "role": "user",
+                            "content": [{"type": "input_image", "image_url": corrupt}],
+                        },
+                    }
+                )
+            )
             (error,) = await recv_until(ws, "error")
-            assert error["error"]["code"] == "invalid_image" and error["error"]["event_id"] == "img2"
+            assert (
+                error["error"]["code"] == "invalid_image" and error["error"]["event_id"] == "img2"
+            )
         (png, width, height) = FakeSession.instances[0].images[0]
         assert (width, height) == (64, 48) and png.startswith(b"\x89PNG")
 
@@ -230,8 +292,11 @@ async def test_webrtc_call_hears_reply_and_gets_data_channel_events() -> None:
             assert done["response"]["status"] == "completed"
             await client.wait_for("cadence.latency")
             assert "cadence.state" in client.types()
-            transcript = "".join(e["delta"] for e in client.events
-                                 if e["type"] == "response.output_audio_transcript.delta")
+            transcript = "".join(
+                e["delta"]
+                for e in client.events
+                if e["type"] == "response.output_audio_transcript.delta"
+            )
             assert "Paris" in transcript
             for _ in range(100):
                 if client.loud_samples > 48_000 * 0.3:
@@ -252,13 +317,53 @@ async def test_webrtc_call_hears_reply_and_gets_data_channel_events() -> None:
         assert not srv.ctx.calls and srv.ctx.active_sessions == 0
 
 
-@pytest.mark.parametrize("body", ["", "hello", "v=0\r\nthis is not sdp\r\n", "v=0\r\n" + "a" * 70_000])
+@pytest.mark.parametrize(
+    "body", ["", "hello", "v=0\r\nthis is not sdp\r\n", "v=0\r\n" + "a" * 70_000]
+)
 async def test_bad_sdp_is_400_and_the_server_goes_on(body: str) -> None:
     async with running_server(session_factory=fake_factory()) as srv:
-        response = await http("POST", f"{srv.http}/v1/realtime/calls", body,
-                              {"Content-Type": "application/sdp"})
+        response = await http(
+            "POST", f"{srv.http}/v1/realtime/calls", body, {"Content-Type": "application/sdp"}
+        )
         assert response.status == 400
         assert response.json()["error"]["message"]
         assert srv.ctx.active_sessions == 0
         async with websockets.connect(srv.ws) as ws:
             await recv_until(ws, "session.created")
+
+
+async def test_hangup_ends_the_call() -> None:
+    async with running_server(session_factory=fake_factory()) as srv:
+        client = await rtc_call(srv.http, None)
+        try:
+            await client.wait_for("session.created")
+            (call_id,) = srv.ctx.calls
+            missing = await http("POST", f"{srv.http}/v1/realtime/calls/nope/hangup", b"")
+            assert missing.status == 404
+            ok = await http("POST", f"{srv.http}/v1/realtime/calls/{call_id}/hangup", b"")
+            assert ok.status == 200
+            for _ in range(100):
+                if not srv.ctx.calls:
+                    break
+                await asyncio.sleep(0.05)
+            assert not srv.ctx.calls and FakeSession.instances[0].closed
+        finally:
+            await client.close()
+
+
+async def test_shutdown_closes_websockets_and_calls() -> None:
+    async with running_server(session_factory=fake_factory()) as srv:
+        client = await rtc_call(srv.http, None)
+        await client.wait_for("session.created")
+        ws = await websockets.connect(srv.ws)
+        await recv_until(ws, "session.created")
+    # the server has stopped: every session is closed, the WebSocket was told why
+    try:
+        assert len(FakeSession.instances) == 2
+        assert all(s.closed for s in FakeSession.instances)
+        assert srv.ctx.active_sessions == 0 and not srv.ctx.calls
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+    finally:
+        await client.close()

@@ -48,7 +48,9 @@ def tone(seconds: float, rate: int = 24_000, hz: float = 440.0) -> AudioChunk:
 class FakeSession:
     instances: list[FakeSession] = []  # noqa: RUF012  (tests inspect what sessions saw)
 
-    def __init__(self, profile: Profile, turn_detection: bool = True, reply_s: float = REPLY_AUDIO_S):
+    def __init__(
+        self, profile: Profile, turn_detection: bool = True, reply_s: float = REPLY_AUDIO_S
+    ):
         self.profile = profile
         self.options = FakeOptions(turn_detection)
         self.clock = MonotonicClock()
@@ -150,8 +152,11 @@ class FakeSession:
         self._cancel("superseded")
         self._generation += 1
         last_user = next((t for r, t in reversed(self.history.items) if r == "user"), "")
-        text = "The capital of France is Paris." if "france" in last_user.lower() else (
-            f"You said: {last_user}." if last_user else "Hello.")
+        text = (
+            "The capital of France is Paris."
+            if "france" in last_user.lower()
+            else (f"You said: {last_user}." if last_user else "Hello.")
+        )
         self._reply = asyncio.create_task(self._speak(self._generation, text))
 
     async def _speak(self, generation: int, text: str) -> None:

@@ -19,7 +19,6 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
 from cadence.audio.chunk import AudioChunk
-
 from cadence.config import Config, Profile
 from cadence.transport.auth import Authenticator
 from cadence.transport.context import IceSettings, ServerContext, SessionFactory
@@ -31,8 +30,10 @@ TOKEN = "s3cret-test-token"
 # Model-backed transport tests run on shared 2-core machines. Under load a late stage would
 # trigger its degrade policy (e.g. answer from the last partial transcript), which is the
 # turn controller's business and tested there; here the budgets only have to not fire.
-RELAXED = {stage: 5000 for stage in (
-    "asr_final", "llm_first_token", "first_clause", "tts_first_audio", "v2v")}
+RELAXED = {
+    stage: 5000
+    for stage in ("asr_final", "llm_first_token", "first_clause", "tts_first_audio", "v2v")
+}
 MODEL_TEST_CONFIG = Config(profiles={"default": Profile(budgets=RELAXED)})
 
 
@@ -104,7 +105,9 @@ async def http(
         request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
-                return HttpResponse(response.status, response.read().decode(), dict(response.headers))
+                return HttpResponse(
+                    response.status, response.read().decode(), dict(response.headers)
+                )
         except urllib.error.HTTPError as exc:
             return HttpResponse(exc.code, exc.read().decode(), dict(exc.headers))
 
@@ -118,7 +121,11 @@ class AudioSource(MediaStreamTrack):
 
     def __init__(self, audio: AudioChunk | None = None, lead_silence_s: float = 0.3) -> None:
         super().__init__()
-        samples = np.zeros(0, np.int16) if audio is None else audio.to(48_000, dtype="int16").samples[:, 0]
+        samples = (
+            np.zeros(0, np.int16)
+            if audio is None
+            else audio.to(48_000, dtype="int16").samples[:, 0]
+        )
         lead = np.zeros(int(lead_silence_s * 48_000), np.int16)
         self._samples = np.concatenate([lead, samples])
         self._pos = 0
@@ -130,7 +137,7 @@ class AudioSource(MediaStreamTrack):
         wait = self._start + self._pos / 48_000 - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
-        chunk = self._samples[self._pos:self._pos + 960]
+        chunk = self._samples[self._pos : self._pos + 960]
         frame_data = np.zeros(960, np.int16)
         frame_data[: len(chunk)] = chunk
         frame = av.AudioFrame.from_ndarray(frame_data.reshape(1, -1), format="s16", layout="mono")
@@ -165,14 +172,14 @@ class RtcClient:
     def types(self) -> list[str]:
         return [e.get("type", "") for e in self.events]
 
-    async def wait_for(self, kind: str, timeout: float = 20.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
+    async def wait_for(self, kind: str, within_s: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + within_s
         while time.monotonic() < deadline:
             for event in self.events:
                 if event.get("type") == kind:
                     return event
             await asyncio.sleep(0.02)
-        raise AssertionError(f"no {kind} within {timeout} s; saw {self.types()}")
+        raise AssertionError(f"no {kind} within {within_s} s; saw {self.types()}")
 
     def send(self, event: dict[str, Any]) -> None:
         self.channel.send(json.dumps(event))
@@ -184,7 +191,10 @@ class RtcClient:
 
 
 async def rtc_call(
-    base: str, audio: AudioChunk | None = None, *, token: str | None = None,
+    base: str,
+    audio: AudioChunk | None = None,
+    *,
+    token: str | None = None,
     video: MediaStreamTrack | None = None,
 ) -> RtcClient:
     """Place a WebRTC call to `POST {base}/v1/realtime/calls` over loopback."""

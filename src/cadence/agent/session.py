@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,14 +18,14 @@ import numpy as np
 
 from cadence.agent import events as ev
 from cadence.agent import outputs as out
-from cadence.agent.budgets import StageBudgets
+from cadence.agent.budgets import LatencyRecord, StageBudgets
 from cadence.agent.clock import Clock, MonotonicClock
 from cadence.agent.generation import Generation, GenerationCallbacks, run_generation
 from cadence.agent.history import History
-from cadence.agent.latency import TurnTimeline
 from cadence.agent.playout import Playout
 from cadence.agent.runtime import Runtime
 from cadence.agent.turns import TurnConfig, TurnController
+from cadence.agent.utterance import UtteranceBuffer
 from cadence.audio.asr import AsrResult
 from cadence.audio.chunk import AudioChunk, StreamResampler
 from cadence.audio.echo import EchoGuard
@@ -41,8 +40,8 @@ log = logging.getLogger(__name__)
 
 TICK_MS = 20.0
 PARTIAL_INTERVAL_MS = 400.0
-PRE_ROLL_S = 0.3
 MAX_UTTERANCE_S = 30.0
+ECHO_SETTLE_MS = 600.0  # how long after playback starts an unknown echo delay defers barge-in
 OUTPUT_QUEUE_SIZE = 4096
 
 
@@ -69,23 +68,25 @@ class Session:
         self.options = options or SessionOptions()
         self.clock: Clock = clock or MonotonicClock()
         self.budgets = StageBudgets.from_dict(dict(self.profile.budgets))
-        self.controller = TurnController(TurnConfig(**dict(self.profile.turns)))
+        self.controller = TurnController(TurnConfig.from_dict(dict(self.profile.turns)))
         self.history = History()
         self.playout = Playout()
         self.echo = EchoGuard()
         self._vad = VoiceActivityDetector(runtime.vad)
         self._resampler: StreamResampler | None = None
         self._audio_end_s = 0.0  # input audio timeline (seconds of 16 kHz audio received)
-        self._pre_roll: deque[np.ndarray] = deque(maxlen=int(PRE_ROLL_S * VAD_RATE / 320) + 1)
-        self._utterance: list[np.ndarray] | None = None
-        self._utterance_start_ms = 0.0
+        self._utterance = UtteranceBuffer(max_turn_s=MAX_UTTERANCE_S)
+        self._echo_segment = False  # the VAD segment in progress was judged our own echo
+        self._echo_checked_ms = 0.0
+        self._segment_start_ms = 0.0
+        self._playback_started_ms = 0.0
         self._last_partial_ms = -1e9
         self._asr_request: tuple[bool, np.ndarray, float] | None = None
         self._asr_wakeup = asyncio.Event()
         self._asr_running = False
         self._generations: dict[int, Generation] = {}
         self._reference = np.zeros(0, np.float32)  # audible generation's audio at 16 kHz
-        self._timelines: dict[int, TurnTimeline] = {}
+        self._records: dict[int, LatencyRecord] = {}
         self._pending_anchor: tuple[float, float] | None = None  # (speech end, endpoint) ms
         self._last_final_ms: float | None = None
         self._turn: _HeardTurn | None = None  # the latest final transcript with its audio
@@ -140,9 +141,11 @@ class Session:
         audio = self._resampler.process(mono.samples[:, 0])
         now = self.clock.now_ms()
         self._audio_end_s += len(audio) / VAD_RATE
+        self._utterance.append(audio, now)
+        self.echo.push_mic(audio)
         for vad_event in self._vad.process(audio):
             self._on_vad(vad_event.kind, self._audio_to_clock(vad_event.t_s, now), now)
-        self._buffer(audio)
+        self._recheck_echo(now)
         self._maybe_partial(now)
         self._feed(ev.VoiceProbability(now, self._vad.probability))
 
@@ -158,14 +161,10 @@ class Session:
 
     def commit_audio(self) -> None:
         """Manual turns: the buffered utterance is complete; transcribe it now."""
-        now = self.clock.now_ms()
-        if self._utterance:
-            audio = np.concatenate(self._utterance)
-            self._asr_request = (True, audio, now)
-            self._asr_wakeup.set()
+        self._request_final(self.clock.now_ms())
 
     def clear_audio(self) -> None:
-        self._utterance = None
+        self._utterance.clear()
 
     def cancel_response(self) -> None:
         self._feed(ev.CancelRequested(self.clock.now_ms()))
@@ -210,37 +209,72 @@ class Session:
 
     def _on_vad(self, kind: str, audio_ms: float, now: float) -> None:
         if kind == "start":
-            if self._utterance is None:
-                self._last_final_ms = None
-                self._utterance = list(self._pre_roll)
-                self._utterance_start_ms = audio_ms
-            echo = self.echo.likelihood() if self.playout.generation is not None else 0.0
-            self._emit(out.UserSpeechStarted(audio_ms))
-            self._feed(ev.SpeechStarted(now, audio_ms, echo))
+            self._segment_start_ms = audio_ms
+            self._echo_checked_ms = now
+            echo = self._echo_likelihood()
+            self._echo_segment = self._echo_undecided(now) or (
+                echo >= self.controller.config.echo_threshold
+            )
+            if self._echo_segment:
+                # Our own voice (or not yet known): nobody started talking, so clients are
+                # not told; the controller hears of it for its echo metrics only.
+                if not self._echo_undecided(now):
+                    self._feed(ev.SpeechStarted(now, audio_ms, echo))
+                return
+            self._user_started(now, audio_ms, echo)
         else:
+            self._echo_segment = False
             self._emit(out.UserSpeechStopped(audio_ms))
             self._feed(ev.SpeechEnded(now, audio_ms))
-            if self._utterance and self.options.turn_detection:
-                audio = np.concatenate(self._utterance)
-                self._asr_request = (True, audio, audio_ms)
-                self._asr_wakeup.set()
+            if self.options.turn_detection and self.controller.user_turn_open:
+                self._request_final(audio_ms)
 
-    def _buffer(self, audio: np.ndarray) -> None:
-        self._pre_roll.append(audio)
-        self.echo.push_mic(audio)
-        if self._utterance is not None:
-            self._utterance.append(audio)
-            total = sum(len(a) for a in self._utterance)
-            while total > MAX_UTTERANCE_S * VAD_RATE and len(self._utterance) > 1:
-                total -= len(self._utterance.pop(0))
+    def _user_started(self, now: float, audio_ms: float, echo: float) -> None:
+        self._emit(out.UserSpeechStarted(audio_ms))
+        self._feed(ev.SpeechStarted(now, audio_ms, echo))
+
+    def _echo_likelihood(self) -> float:
+        return self.echo.likelihood() if self.playout.generation is not None else 0.0
+
+    def _echo_undecided(self, now: float) -> bool:
+        """Just after the agent starts talking, its echo may reach the mic before the echo
+        guard has seen enough of it to find the delay: wait a little before judging."""
+        return (
+            self.playout.generation is not None
+            and self.echo.delay_ms is None
+            and now - self._playback_started_ms < ECHO_SETTLE_MS
+        )
+
+    def _recheck_echo(self, now: float) -> None:
+        """The VAD stays in one segment while echo runs on: if the user starts talking over
+        it, only a fresh look at the echo guard notices, so look again every few frames."""
+        interval = 40.0 if self.echo.delay_ms is None else 100.0
+        if (
+            not (self._echo_segment and self._vad.speaking)
+            or now - self._echo_checked_ms < interval
+        ):
+            return
+        self._echo_checked_ms = now
+        echo = self._echo_likelihood()
+        if echo < self.controller.config.echo_threshold and not self._echo_undecided(now):
+            self._echo_segment = False
+            self._user_started(now, self._segment_start_ms, echo)
+
+    def _request_final(self, audio_end_ms: float) -> None:
+        audio = self._utterance.audio()
+        if audio is not None:
+            self._asr_request = (True, audio, audio_end_ms)  # a final replaces a pending partial
+            self._asr_wakeup.set()
 
     def _maybe_partial(self, now: float) -> None:
-        if not self._vad.speaking or not self._utterance:
+        if not self._vad.speaking or not self.controller.user_turn_open:
             return
         if now - self._last_partial_ms < PARTIAL_INTERVAL_MS or self._asr_request is not None:
             return
+        if (audio := self._utterance.audio()) is None:
+            return
         self._last_partial_ms = now
-        self._asr_request = (False, np.concatenate(self._utterance), now)
+        self._asr_request = (False, audio, now)
         self._asr_wakeup.set()
 
     async def _asr_worker(self) -> None:
@@ -291,6 +325,9 @@ class Session:
     def _execute(self, action: ev.Action, scripted: str | None) -> None:
         now = self.clock.now_ms()
         match action:
+            case ev.BeginUserTurn():
+                self._utterance.begin(action.audio_ms)
+                self._last_final_ms = None
             case ev.EndOfTurn():
                 self._pending_anchor = (action.speech_end_ms, action.t_ms)
             case ev.StartGeneration():
@@ -311,7 +348,6 @@ class Session:
                     played = int(self.playout.played_ms * VAD_RATE / 1000)
                     self.echo.push_reference(self._reference[played:])
                     self._emit(out.PlaybackControl(action.generation, "resume"))
-                self._utterance = None
             case ev.StopPlayback():
                 if self.playout.generation == action.generation:
                     self.playout.advance(now)
@@ -320,7 +356,7 @@ class Session:
                 self._emit(out.PlaybackControl(action.generation, "stop"))
             case ev.CommitUserTurn():
                 self.history.add_user(action.text)
-                self._utterance = None
+                self._utterance.clear()
                 self._emit(out.UserTurnCommitted(action.text))
             case ev.CommitAssistantTurn():
                 self.history.add_assistant(action.text)
@@ -333,8 +369,6 @@ class Session:
                 state = action.state.value
                 if state in ("user_speaking", "interrupted"):
                     state = "listening" if state == "user_speaking" else "speaking"
-                if action.state is ev.TurnState.LISTENING:
-                    self._utterance = None if not self._vad.speaking else self._utterance
                 self._emit(out.StateUpdate(state))
             case ev.Metric():
                 self.metrics[action.name] = self.metrics.get(action.name, 0) + 1
@@ -344,10 +378,10 @@ class Session:
     def _start_generation(self, action: ev.StartGeneration, scripted: str | None) -> None:
         gen = Generation(action.generation, action.user_text, action.speculative)
         self._generations[gen.generation] = gen
-        timeline = TurnTimeline(gen.generation, self.budgets)
+        record = LatencyRecord(self.budgets, gen.generation)
         if not action.speculative:
-            self._anchor(timeline)
-        self._timelines[gen.generation] = timeline
+            self._anchor(record)
+        self._records[gen.generation] = record
         if not action.speculative:
             self._start_response(gen)
         messages = self._context(action.user_text)
@@ -355,15 +389,15 @@ class Session:
             self._run(gen, messages, scripted), name=f"gen-{gen.generation}"
         )
 
-    def _anchor(self, timeline: TurnTimeline) -> None:
+    def _anchor(self, record: LatencyRecord) -> None:
         if self._pending_anchor is not None:
             speech_end, endpoint = self._pending_anchor
-            timeline.anchor(speech_end)
-            timeline.mark("endpoint", endpoint)
+            record.anchor(speech_end)
+            record.mark("endpoint", endpoint)
             if self._last_final_ms is not None:
-                timeline.mark("asr_final", self._last_final_ms)
+                record.mark("asr_final", self._last_final_ms)
         else:  # response.create / typed text: measured from the request
-            timeline.anchor(self.clock.now_ms())
+            record.anchor(self.clock.now_ms())
 
     def _context(self, user_text: str) -> list[ChatMessage]:
         messages = self.history.messages()
@@ -424,12 +458,12 @@ class Session:
     def _on_delta(self, generation: int, text: str) -> None:
         if (gen := self._live(generation)) is None:
             return
-        self._timelines[generation].mark("llm_first_token", self.clock.now_ms())
+        self._records[generation].mark("llm_first_token", self.clock.now_ms())
         self._feed(ev.LlmDelta(self.clock.now_ms(), gen.generation, text))
 
     def _on_clause(self, generation: int, _text: str) -> None:
         if self._live(generation) is not None:
-            self._timelines[generation].mark("first_clause", self.clock.now_ms())
+            self._records[generation].mark("first_clause", self.clock.now_ms())
 
     def _on_llm_done(self, generation: int) -> None:
         if self._live(generation) is not None:
@@ -439,7 +473,7 @@ class Session:
         if (gen := self._live(generation)) is None:
             return
         now = self.clock.now_ms()
-        self._timelines[generation].mark("tts_first_audio", now)
+        self._records[generation].mark("tts_first_audio", now)
         self._feed(ev.TtsAudio(now, generation, clause, audio.duration_s * 1000.0))
         if gen.speculative and not gen.started_response:
             gen.held.append((clause, audio))
@@ -449,8 +483,9 @@ class Session:
     def _release(self, gen: Generation, clause: str, audio: AudioChunk, now: float) -> None:
         if self.playout.generation != gen.generation:
             self.playout.start(gen.generation, now)
+            self._playback_started_ms = now
             self._reference = np.zeros(0, np.float32)
-        self._timelines[gen.generation].mark("v2v", now)
+        self._records[gen.generation].mark("v2v", now)
         if clause:
             self._emit(out.ResponseText(gen.generation, clause))
         self.playout.add(gen.generation, audio.duration_s * 1000.0)
@@ -466,7 +501,7 @@ class Session:
     def _promote(self, generation: int, now: float) -> None:
         if (gen := self._live(generation)) is None:
             return
-        self._anchor(self._timelines[generation])
+        self._anchor(self._records[generation])
         self._start_response(gen)
         held, gen.held = gen.held, []
         for clause, audio in held:
@@ -475,8 +510,8 @@ class Session:
             self._finish_response(gen)
 
     def _finish_response(self, gen: Generation) -> None:
-        timeline = self._timelines.pop(gen.generation, None)
-        latency = timeline.record() if timeline else {}
+        record = self._records.pop(gen.generation, None)
+        latency = record.to_dict() if record else {}
         status = "failed" if gen.error else "completed"
         self._emit(out.ResponseDone(gen.generation, gen.text, status, latency, gen.error))
 
@@ -490,9 +525,9 @@ class Session:
             gen.task.cancel()
         if self.playout.generation == generation:
             self.playout.stop()
-        timeline = self._timelines.pop(generation, None)
+        record = self._records.pop(generation, None)
         if gen.started_response and not gen.finished:
-            latency = timeline.record() if timeline else {}
+            latency = record.to_dict() if record else {}
             self._emit(out.ResponseDone(generation, gen.text, "cancelled", latency, reason))
 
     # ---- plumbing --------------------------------------------------------------------

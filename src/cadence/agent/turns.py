@@ -145,6 +145,11 @@ class TurnController:
         return self._state
 
     @property
+    def user_turn_open(self) -> bool:
+        """A user turn is being listened to (its audio is worth transcribing)."""
+        return self._turn is not None
+
+    @property
     def generation(self) -> int | None:
         """The live generation (speculative or not), if any."""
         return self._gen.id if self._gen else None

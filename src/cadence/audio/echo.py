@@ -1,7 +1,7 @@
 """Echo guard: how likely a stretch of mic audio is the agent's own voice coming back.
 
-The agent's output is the reference; the guard finds its delay in the mic (GCC-PHAT over
-0–300 ms) and reports the share of the mic's energy that the delayed reference explains.
+The agent's output is the reference: find its delay in the mic (GCC-PHAT, 0–300 ms), fit a
+short echo path on the last second, report the share of mic energy the played audio explains.
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ class EchoGuardConfig:
             raise ConfigError("echo guard rate, max_delay_ms and delay_window_ms must be > 0")
         if self.history_ms < self.max_delay_ms + self.delay_window_ms:
             raise ConfigError("echo guard history_ms must cover max_delay_ms + delay_window_ms")
+
+
+LOW_SCORE = 0.5  # below this, a stale delay estimate is re-checked before answering
 
 
 class _Timeline:
@@ -87,6 +90,8 @@ class EchoGuard:
         self._max_lag = self._samples(c.max_delay_ms / 1000)
         self._taps = max(1, self._samples(c.path_ms / 1000))
         self._delay_checked = -(1 << 62)
+        self._pending: deque[tuple[int, np.ndarray]] = deque()  # reference not yet due
+        self._ref_tail = 0  # end of all reference pushed, due or not
         self._delay: int | None = None
 
     def _samples(self, seconds: float) -> int:
@@ -99,14 +104,36 @@ class EchoGuard:
 
     def push_reference(self, samples: np.ndarray, t_s: float | None = None) -> None:
         """Agent audio that starts playing at session time `t_s`. Without a time it queues
-        behind the reference already pushed, or starts now (the mic's newest sample)."""
-        start = max(self._ref.end, self._mic.end) if t_s is None else self._samples(t_s)
-        self._ref.write(start, _mono_f32(samples))
+        behind the reference already pushed, or starts now (the mic's newest sample).
+
+        Replies are synthesized faster than they play, so most of a reference lies in the
+        future: it waits in `_pending` and enters the bounded timeline as the mic catches up
+        (written at once, a long clause would wrap the ring over its own beginning)."""
+        start = max(self._ref_tail, self._mic.end) if t_s is None else self._samples(t_s)
+        audio = _mono_f32(samples)
+        self._pending.append((start, audio))
+        self._ref_tail = max(self._ref_tail, start + len(audio))
+        self._flush_reference(self._mic.end)
+
+    def _flush_reference(self, upto: int) -> None:
+        while self._pending and self._pending[0][0] < upto:
+            start, audio = self._pending.popleft()
+            now = audio[: upto - start]
+            self._ref.write(start, now)
+            if len(now) < len(audio):
+                self._pending.appendleft((start + len(now), audio[len(now) :]))
+                break
 
     def clear_reference_from(self, t_s: float | None = None) -> None:
         """Playback paused or stopped at `t_s` (default: now): audio queued after it will not
         be played then, so it must not be matched against the mic."""
         start = self._mic.end if t_s is None else self._samples(t_s)
+        kept: deque[tuple[int, np.ndarray]] = deque()
+        for begin, audio in self._pending:
+            if begin < start:
+                kept.append((begin, audio[: start - begin]))
+        self._pending = kept
+        self._ref_tail = min(self._ref_tail, start)
         if start < self._ref.end:
             self._ref.write(start, np.zeros(self._ref.end - start, np.float32))
             self._ref.end = start
@@ -115,6 +142,7 @@ class EchoGuard:
         """Mic audio captured from session time `t_s`; without one, it follows the last push."""
         mic = _mono_f32(samples)
         self._mic.write(self._mic.end if t_s is None else self._samples(t_s), mic)
+        self._flush_reference(self._mic.end)
         usable = len(mic) - len(mic) % self._frame
         if usable:
             frames = mic[:usable].reshape(-1, self._frame)
@@ -127,6 +155,8 @@ class EchoGuard:
         self._mic_energy.clear()
         self._delay = None
         self._delay_checked = -(1 << 62)
+        self._pending: deque[tuple[int, np.ndarray]] = deque()  # reference not yet due
+        self._ref_tail = 0  # end of all reference pushed, due or not
 
     def estimate_delay_ms(self, end_s: float | None = None) -> float | None:
         """Re-estimate the delay from the mic window ending at `end_s` (default: newest)."""
@@ -204,6 +234,17 @@ class EchoGuard:
         if b - a <= 0:
             return 0.0
         self._update_delay(b)
+        score = self._explained_by_echo(a, b)
+        if score < LOW_SCORE and self._delay is not None:
+            # An estimate made just after playback began may have locked onto a chance lag:
+            # before calling this the user's voice, look for the delay again.
+            previous = self._delay
+            self._update_delay(b, force=True)
+            if self._delay != previous:
+                score = max(score, self._explained_by_echo(a, b))
+        return score
+
+    def _explained_by_echo(self, a: int, b: int) -> float:
         if self._delay is None:
             # No echo path found: searching lags on a short segment would find a chance
             # match between two voices, both being near-periodic.

@@ -159,7 +159,9 @@ def _response_done(response: dict[str, Any], t: float) -> ResponseDone:
         except ValueError:
             parsed = None
         latency = parsed if isinstance(parsed, dict) else {}
-    return ResponseDone(t, str(response.get("id", "")), str(response.get("status", "")), text, latency)
+    return ResponseDone(
+        t, str(response.get("id", "")), str(response.get("status", "")), text, latency
+    )
 
 
 @dataclass(frozen=True)

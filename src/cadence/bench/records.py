@@ -43,6 +43,7 @@ class TurnRecord:
     continued: bool | None = None  # backchannel: the agent kept its reply going
     status: str | None = None  # the reply's final status
     false_starts: int = 0  # replies to this utterance that were cancelled and replaced
+    talked_over: bool = False  # the reply's audio started before the user had finished
     server: dict[str, Any] = field(default_factory=dict)  # the latency record, as sent
     mic_late_ms: float = 0.0  # worst lateness of the simulated mic in this trial
     errors: list[str] = field(default_factory=list)
@@ -64,8 +65,9 @@ class TurnRecord:
         if name == "server_v2v":
             return _number(self.server.get("v2v"))
         if name == "tts_after_clause":
-            tts, clause = _number(self.server.get("tts_first_audio")), _number(
-                self.server.get("first_clause")
+            tts, clause = (
+                _number(self.server.get("tts_first_audio")),
+                _number(self.server.get("first_clause")),
             )
             return None if tts is None or clause is None else tts - clause
         if name == "transport":

@@ -157,7 +157,7 @@ class RtcLink:
     async def _listen(self, track: MediaStreamTrack) -> None:
         while True:
             try:
-                frame = await track.recv()
+                frame: Any = await track.recv()
             except MediaStreamError:
                 return
             t = time.perf_counter()

@@ -135,7 +135,7 @@ def _question(rng: random.Random, start: Start, delay_s: float) -> Cue:
 
 
 def build_script(scenario: str, *, trial: int, session: int = 0, seed: int = 0) -> Script:
-    """The script for one trial of one session; deterministic in (scenario, trial, session, seed)."""
+    """One trial's script for one session; the same (scenario, trial, session, seed), the same."""
     rng = random.Random(f"{seed}/{scenario}/{session}/{trial}")
     snr, noise = CLEAN_SNR_DB, "pink"
     lead = rng.uniform(0.4, 0.8)

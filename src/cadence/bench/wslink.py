@@ -65,10 +65,14 @@ class WsLink:
         except websockets.InvalidStatus as exc:
             status = exc.response.status_code
             if status in (401, 403):
-                raise AuthError(f"{self.url} refused the token (HTTP {status}); pass --token") from None
+                raise AuthError(
+                    f"{self.url} refused the token (HTTP {status}); pass --token"
+                ) from None
             raise CadenceError(f"{self.url} refused the WebSocket (HTTP {status})") from None
         except (OSError, TimeoutError, websockets.InvalidURI, websockets.InvalidHandshake) as exc:
-            raise CadenceError(f"cannot connect to {self.url}: {exc}; is the server running?") from None
+            raise CadenceError(
+                f"cannot connect to {self.url}: {exc}; is the server running?"
+            ) from None
         first = json.loads(await asyncio.wait_for(self._ws.recv(), OPEN_TIMEOUT_S))
         if first.get("type") != "session.created":
             raise CadenceError(f"{self.url} did not start a Realtime session: {str(first)[:200]}")

@@ -6,12 +6,8 @@ config; it never awaits. The WebSocket handler and the WebRTC data channel both 
 
 from __future__ import annotations
 
-import base64
 import copy
-import json
-import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,9 +16,9 @@ from cadence.agent import outputs as out
 from cadence.errors import CadenceError, InputError, LimitExceeded, ModelError, ProtocolError
 from cadence.transport import client_events as ce
 from cadence.transport.limits import ServerLimits
+from cadence.transport.replies import Conversation, Event, EventIds, ItemRecord, Replies
 from cadence.transport.session_config import apply_update, default_session
 
-Event = dict[str, Any]
 MIN_COMMIT_MS = 100.0  # as OpenAI: committing less than this is an error
 _INPUT_ERROR_CODES = frozenset(
     {
@@ -46,21 +42,6 @@ class Step:
     events: list[Event] = field(default_factory=list)
 
 
-@dataclass
-class _Reply:
-    generation: int
-    response_id: str
-    item_id: str
-    texts: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _Item:
-    role: str
-    generation: int | None = None
-    audio_ms: float = 0.0
-
-
 class RealtimeProtocol:
     """One Realtime connection's protocol state. Feed `receive()` and `on_output()`."""
 
@@ -79,14 +60,18 @@ class RealtimeProtocol:
         # WebRTC sends audio as media, not deltas; its data channel carries cadence.* extras.
         self.audio_events = audio_events
         self.extensions = extensions
-        self._salt = secrets.token_hex(4)
-        self._n = 0
+        self._ids = EventIds()
         self.session_id = self._id("sess")
         expires = int(wall_clock()) + 3600
         self.config = default_session(self.session_id, model, instructions, voice, expires)
-        self._items: OrderedDict[str, _Item] = OrderedDict()
-        self._last_item_id: str | None = None
-        self._replies: dict[int, _Reply] = {}
+        self._items = Conversation(self._ids, self.limits.max_items)
+        self._replies = Replies(
+            self._ids,
+            self._items,
+            lambda: self.config,
+            audio_events=audio_events,
+            extensions=extensions,
+        )
         self._speech_item: str | None = None
         self._committed_item: str | None = None
         self._partial = ""
@@ -98,11 +83,10 @@ class RealtimeProtocol:
     # ---- ids and state ---------------------------------------------------------------
 
     def _id(self, prefix: str) -> str:
-        self._n += 1
-        return f"{prefix}_{self._salt}{self._n:06x}"
+        return self._ids.new(prefix)
 
     def _event(self, kind: str, **fields: Any) -> Event:
-        return {"type": kind, "event_id": self._id("event"), **fields}
+        return self._ids.event(kind, **fields)
 
     @property
     def turn_detection(self) -> bool:
@@ -114,7 +98,7 @@ class RealtimeProtocol:
 
     @property
     def active_generation(self) -> int | None:
-        return max(self._replies) if self._replies else None
+        return self._replies.active_generation
 
     def session_created(self) -> list[Event]:
         return [self._event("session.created", session=copy.deepcopy(self.config))]
@@ -144,19 +128,6 @@ class RealtimeProtocol:
             },
         )
 
-    def _remember(self, item_id: str, item: _Item) -> None:
-        self._items[item_id] = item
-        while len(self._items) > self.limits.max_items:
-            self._items.popitem(last=False)
-
-    def _added(self, item: dict[str, Any], previous: str | None = None) -> list[Event]:
-        prev = previous if previous is not None else self._last_item_id
-        self._last_item_id = item["id"]
-        return [
-            self._event("conversation.item.added", previous_item_id=prev, item=item),
-            self._event("conversation.item.done", previous_item_id=prev, item=item),
-        ]
-
     # ---- input audio timeline --------------------------------------------------------
 
     def note_input_audio(self, duration_ms: float, clock_ms: float) -> None:
@@ -181,8 +152,8 @@ class RealtimeProtocol:
 
     def item_added(self, command: ce.CreateItem) -> list[Event]:
         """The transport executed a `CreateItem`: confirm it to the client."""
-        self._remember(command.item["id"], _Item(command.role))
-        return self._added(command.item, command.previous_item_id)
+        self._items.remember(command.item["id"], ItemRecord(command.role))
+        return self._items.added(command.item, command.previous_item_id)
 
     def expect_user_echo(self, text: str) -> None:
         """The session will report this typed text as a user turn: do not announce it twice."""
@@ -225,7 +196,9 @@ class RealtimeProtocol:
             self._speech_item = self._committed_item = item_id
             self._buffered_ms = 0.0
             committed = self._event(
-                "input_audio_buffer.committed", item_id=item_id, previous_item_id=self._last_item_id
+                "input_audio_buffer.committed",
+                item_id=item_id,
+                previous_item_id=self._items.last_item_id,
             )
             return Step([ce.CommitAudio(item_id)], [committed])
         if kind == "input_audio_buffer.clear":
@@ -309,13 +282,13 @@ class RealtimeProtocol:
             case out.UserTurnCommitted():
                 return self._user_turn(item.text)
             case out.ResponseStarted():
-                return self._response_started(item.generation)
+                return self._replies.started(item.generation)
             case out.ResponseText():
-                return self._response_text(item)
+                return self._replies.text(item)
             case out.ResponseAudio():
-                return self._response_audio(item)
+                return self._replies.audio(item)
             case out.ResponseDone():
-                return self._response_done(item)
+                return self._replies.done(item)
             case out.StateUpdate() if self.extensions:
                 return [{"type": "cadence.state", "state": item.state}]
             case out.SessionError():
@@ -330,10 +303,12 @@ class RealtimeProtocol:
         if item.final or self._speech_item is None:
             return []
         # cadence re-transcribes the whole utterance; Realtime deltas only append, so send
-        # the new tail when the partial grew and leave corrections to `.completed`.
-        if not item.text.startswith(self._partial) or item.text == self._partial:
+        # the new tail when the partial grew and leave corrections to `.completed`. Trailing
+        # punctuation is held back: the next partial often moves it ("What?" → "What is").
+        text = item.text.rstrip(" .?!,;:")
+        if not text.startswith(self._partial) or text == self._partial:
             return []
-        delta, self._partial = item.text[len(self._partial) :], item.text
+        delta, self._partial = text[len(self._partial) :], text
         return [
             self._event(
                 "conversation.item.input_audio_transcription.delta",
@@ -354,7 +329,7 @@ class RealtimeProtocol:
                 self._event(
                     "input_audio_buffer.committed",
                     item_id=item_id,
-                    previous_item_id=self._last_item_id,
+                    previous_item_id=self._items.last_item_id,
                 )
             )
         self._speech_item = self._committed_item = None
@@ -368,8 +343,8 @@ class RealtimeProtocol:
             "status": "completed",
             "content": [{"type": "input_audio", "transcript": text}],
         }
-        self._remember(item_id, _Item("user"))
-        added = self._added(user)
+        self._items.remember(item_id, ItemRecord("user"))
+        added = self._items.added(user)
         completed = self._event(
             "conversation.item.input_audio_transcription.completed",
             item_id=item_id,
@@ -378,154 +353,3 @@ class RealtimeProtocol:
             usage={"type": "duration", "seconds": 0},
         )
         return [*events, added[0], completed, added[1]]
-
-    def _response_started(self, generation: int) -> list[Event]:
-        reply = _Reply(generation, self._id("resp"), self._id("item"))
-        self._replies[generation] = reply
-        self._remember(reply.item_id, _Item("assistant", generation))
-        item = self._assistant_item(reply, "in_progress", "")
-        part = self._part("")
-        return [
-            self._event("response.created", response=self._response(reply, "in_progress", [])),
-            self._event(
-                "response.output_item.added",
-                response_id=reply.response_id,
-                output_index=0,
-                item=item,
-            ),
-            *self._added(item)[:1],
-            self._event(
-                "response.content_part.added",
-                response_id=reply.response_id,
-                item_id=reply.item_id,
-                output_index=0,
-                content_index=0,
-                part=part,
-            ),
-        ]
-
-    def _reply(self, generation: int) -> _Reply | None:
-        return self._replies.get(generation)
-
-    def _response_text(self, item: out.ResponseText) -> list[Event]:
-        reply = self._reply(item.generation)
-        if reply is None or not item.text:
-            return []
-        joined = "".join(reply.texts)
-        space = " " if joined and not joined[-1].isspace() and not item.text[0].isspace() else ""
-        delta = space + item.text
-        reply.texts.append(delta)
-        kind = (
-            "response.output_text.delta"
-            if self.text_only
-            else "response.output_audio_transcript.delta"
-        )
-        return [
-            self._event(
-                kind,
-                response_id=reply.response_id,
-                item_id=reply.item_id,
-                output_index=0,
-                content_index=0,
-                delta=delta,
-            )
-        ]
-
-    def _response_audio(self, item: out.ResponseAudio) -> list[Event]:
-        reply = self._reply(item.generation)
-        if reply is None:
-            return []
-        record = self._items.get(reply.item_id)
-        if record is not None:
-            record.audio_ms += item.audio.duration_s * 1000.0
-        if not self.audio_events or self.text_only:
-            return []
-        pcm = item.audio.to(ce.REALTIME_RATE, dtype="int16").to_pcm16_bytes()
-        return [
-            self._event(
-                "response.output_audio.delta",
-                response_id=reply.response_id,
-                item_id=reply.item_id,
-                output_index=0,
-                content_index=0,
-                delta=base64.b64encode(pcm).decode("ascii"),
-            )
-        ]
-
-    def _response_done(self, item: out.ResponseDone) -> list[Event]:
-        reply = self._replies.pop(item.generation, None)
-        if reply is None:
-            return []
-        transcript = "".join(reply.texts).strip() or item.text
-        status = item.status
-        ids = {
-            "response_id": reply.response_id,
-            "item_id": reply.item_id,
-            "output_index": 0,
-            "content_index": 0,
-        }
-        events: list[Event] = []
-        if self.text_only:
-            events.append(self._event("response.output_text.done", **ids, text=transcript))
-        else:
-            events.append(self._event("response.output_audio.done", **ids))
-            events.append(
-                self._event("response.output_audio_transcript.done", **ids, transcript=transcript)
-            )
-        done_item = self._assistant_item(
-            reply, "completed" if status == "completed" else "incomplete", transcript
-        )
-        events.append(self._event("response.content_part.done", **ids, part=self._part(transcript)))
-        events.append(
-            self._event(
-                "response.output_item.done",
-                response_id=reply.response_id,
-                output_index=0,
-                item=done_item,
-            )
-        )
-        events.append(self._event("conversation.item.done", previous_item_id=None, item=done_item))
-        response = self._response(reply, status, [done_item])
-        if status != "completed":
-            response["status_details"] = {"type": status, "reason": item.reason or None}
-        response["metadata"] = {"latency": json.dumps(item.latency)}
-        events.append(self._event("response.done", response=response))
-        if self.extensions:
-            events.append({"type": "cadence.latency", "latency": item.latency})
-        return events
-
-    def _part(self, transcript: str) -> dict[str, Any]:
-        if self.text_only:
-            return {"type": "text", "text": transcript}
-        return {"type": "audio", "transcript": transcript}
-
-    def _assistant_item(self, reply: _Reply, status: str, transcript: str) -> dict[str, Any]:
-        content = (
-            [{"type": "output_text", "text": transcript}]
-            if self.text_only
-            else [{"type": "output_audio", "transcript": transcript}]
-        )
-        return {
-            "id": reply.item_id,
-            "object": "realtime.item",
-            "type": "message",
-            "role": "assistant",
-            "status": status,
-            "content": content if transcript else [],
-        }
-
-    def _response(self, reply: _Reply, status: str, output: list[dict[str, Any]]) -> dict[str, Any]:
-        audio_out = self.config["audio"]["output"]
-        return {
-            "id": reply.response_id,
-            "object": "realtime.response",
-            "status": status,
-            "status_details": None,
-            "output": output,
-            "conversation_id": self.session_id.replace("sess_", "conv_"),
-            "output_modalities": list(self.config["output_modalities"]),
-            "audio": {"output": {"format": audio_out["format"], "voice": audio_out["voice"]}},
-            "max_output_tokens": "inf",
-            "metadata": None,
-            "usage": None,
-        }

@@ -8,7 +8,7 @@ const $ = (id) => document.getElementById(id);
 // What the page knows, also exposed as window.cadence for tests and curious users.
 const call = {
   pc: null, channel: null, local: [], hangupUrl: null, analyser: null, meter: null,
-  state: "idle", turns: [], latencies: [], events: 0,
+  state: "idle", turns: [], latencies: [], events: 0, turn: null,
   // browser latency: end of user speech on this clock, and whether a reply is awaited
   speechEndAt: null, responseSince: false, uplinkMs: 0,
 };
@@ -79,17 +79,29 @@ function ms(value) {
   return typeof value === "number" ? Math.round(value) : "–";
 }
 
-function addLatencyRow(turn) {
-  const row = document.createElement("tr");
+const rows = new WeakMap(); // turn → its <tr>
+
+function newTurn() {
+  const turn = { n: call.latencies.length + 1, browser: null, server: null };
+  call.latencies.push(turn);
+  return turn;
+}
+
+function renderTurn(turn) {
+  let row = rows.get(turn);
+  if (!row) {
+    row = document.createElement("tr");
+    rows.set(turn, row);
+    $("latency-rows").prepend(row);
+    while ($("latency-rows").rows.length > 20) $("latency-rows").deleteRow(-1);
+  }
   const server = turn.server || {};
-  for (const cell of [turn.n, ms(turn.browser), ms(server.v2v), ms(server.endpoint),
-    ms(server.asr_final), ms(server.llm_first_token), ms(server.tts_first_audio)]) {
+  row.replaceChildren(...[turn.n, ms(turn.browser), ms(server.v2v), ms(server.endpoint),
+    ms(server.asr_final), ms(server.llm_first_token), ms(server.tts_first_audio)].map((cell) => {
     const td = document.createElement("td");
     td.textContent = cell;
-    row.append(td);
-  }
-  $("latency-rows").prepend(row);
-  while ($("latency-rows").rows.length > 20) $("latency-rows").deleteRow(-1);
+    return td;
+  }));
 }
 
 // The first loud agent audio after the user's speech ended: measured on arrival here.
@@ -106,12 +118,12 @@ function watchRemoteAudio(stream) {
     let sum = 0;
     for (const v of data) sum += v * v;
     const rms = Math.sqrt(sum / data.length);
-    if (rms > 0.01 && call.speechEndAt !== null && call.responseSince) {
-      const v2v = performance.now() - call.speechEndAt;
+    const turn = call.turn;
+    if (rms > 0.01 && turn && turn.browser === null && call.speechEndAt !== null && call.responseSince) {
+      turn.browser = performance.now() - call.speechEndAt;
       call.speechEndAt = null;
-      const turn = { n: call.latencies.length + 1, browser: v2v, server: null };
-      call.latencies.push(turn);
-      $("v2v").textContent = Math.round(v2v);
+      $("v2v").textContent = Math.round(turn.browser);
+      renderTurn(turn);
     }
   }, 5);
 }
@@ -142,6 +154,7 @@ function onEvent(event) {
     case "input_audio_buffer.speech_stopped":
       call.speechEndAt = performance.now() - (event.cadence_ms_ago || 0) - call.uplinkMs;
       call.responseSince = false;
+      call.turn = null; // a turn starts when the agent answers this speech
       updateUplink();
       break;
     case "conversation.item.input_audio_transcription.delta": {
@@ -159,6 +172,7 @@ function onEvent(event) {
     }
     case "response.created":
       call.responseSince = true;
+      call.turn = newTurn();
       break;
     case "response.output_audio_transcript.delta":
     case "response.output_text.delta": {
@@ -179,15 +193,9 @@ function onEvent(event) {
       break;
     }
     case "cadence.latency": {
-      const last = call.latencies[call.latencies.length - 1];
-      if (last && !last.server) {
-        last.server = event.latency;
-        addLatencyRow(last);
-      } else {
-        const turn = { n: call.latencies.length + 1, browser: null, server: event.latency };
-        call.latencies.push(turn);
-        addLatencyRow(turn);
-      }
+      const turn = call.turn && !call.turn.server ? call.turn : newTurn();
+      turn.server = event.latency;
+      renderTurn(turn);
       break;
     }
     case "error":

@@ -1,0 +1,162 @@
+"""Speech recognition on a remote engine over OpenAI's `/v1/audio/transcriptions`.
+
+Same shape as the embedded `Transcriber` (sync, for worker threads); silence never leaves the box.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+import numpy as np
+import soundfile as sf
+
+from cadence.audio.asr import PHANTOM_PHRASES, SAMPLE_RATE, AsrResult, frame_dbfs, normalize_words
+from cadence.audio.chunk import float32_to_pcm16
+from cadence.errors import ConfigError, InputError, LimitExceeded, ModelError
+from cadence.net.client import Engine, EngineOptions
+
+_FORMATS = ("json", "verbose_json")
+
+
+@dataclass(frozen=True)
+class HttpAsrOptions(EngineOptions):
+    """`[asr] backend = "openai"`: a Whisper-style server (vLLM, faster-whisper servers).
+
+    `response_format="json"` (text only) works everywhere; "verbose_json" adds per-segment
+    `no_speech_prob` / `avg_logprob`, which turn on Whisper's confidence-based dropping.
+    """
+
+    model: str = "whisper-1"
+    language: str | None = None  # None: the engine detects it
+    response_format: str = "json"
+    prompt: str | None = None  # vocabulary hint (names, jargon) passed to the decoder
+    temperature: float = 0.0
+    no_speech_threshold: float = 0.6
+    log_prob_threshold: float = -1.0
+    phantom_no_speech_prob: float = 0.6
+    stationary_db: float = 6.0  # frame-level spread below which audio is a tone or hum
+    min_speech_dbfs: float = -50.0  # loudest 20 ms frame below this: silence, not sent
+    max_utterance_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.response_format not in _FORMATS:
+            raise ConfigError(
+                f"[asr] response_format {self.response_format!r} is not one of {_FORMATS}"
+            )
+
+
+class HttpTranscriber:
+    """Recognizes a whole utterance (16 kHz mono float32) on the engine. Thread-safe."""
+
+    def __init__(self, options: HttpAsrOptions) -> None:
+        self.options = options
+        self._engine = Engine(options, "ASR engine")
+        self._url = self._engine.url("audio/transcriptions")
+
+    def warm(self) -> None:
+        """One short request: fails now (BackendUnavailable) if the engine is down."""
+        t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+        self._post((0.1 * np.sin(2 * np.pi * 200 * t)).astype(np.float32))
+
+    def transcribe(self, audio_16k_f32: np.ndarray) -> AsrResult:
+        """Recognize one utterance; empty text (with `dropped`) for silence or non-speech."""
+        start = time.perf_counter()
+        audio = _mono_float(audio_16k_f32)
+        duration = len(audio) / SAMPLE_RATE
+        o = self.options
+        if duration > o.max_utterance_s:
+            raise LimitExceeded(
+                f"{duration:.1f} s utterance is over max_utterance_s={o.max_utterance_s}; "
+                "segment the audio with VAD first"
+            )
+        language = o.language or "en"
+        if not len(audio) or float(frame_dbfs(audio).max()) < o.min_speech_dbfs:
+            return AsrResult("", 1.0, 0.0, duration, _ms(start), language, dropped="silence")
+        payload = self._post(audio)
+        text = str(payload.get("text", "")).strip()
+        segments = [s for s in payload.get("segments") or [] if isinstance(s, dict)]
+        no_speech = min((float(s.get("no_speech_prob") or 0.0) for s in segments), default=0.0)
+        logprobs = [float(s["avg_logprob"]) for s in segments if s.get("avg_logprob") is not None]
+        avg_logprob = float(np.mean(logprobs)) if logprobs else 0.0
+        language = str(payload.get("language") or language)
+        dropped = self._why_drop(text, no_speech, avg_logprob, audio)
+        return AsrResult(
+            "" if dropped else text,
+            no_speech,
+            avg_logprob,
+            duration,
+            _ms(start),
+            language,
+            dropped,
+        )
+
+    def close(self) -> None:
+        self._engine.close()
+
+    def _post(self, audio: np.ndarray) -> dict[str, Any]:
+        o = self.options
+        buf = io.BytesIO()
+        sf.write(buf, float32_to_pcm16(audio), SAMPLE_RATE, format="WAV", subtype="PCM_16")
+        form = {"model": o.model, "response_format": o.response_format}
+        form["temperature"] = str(o.temperature)
+        if o.language:
+            form["language"] = o.language
+        if o.prompt:
+            form["prompt"] = o.prompt
+        files = {"file": ("utterance.wav", buf.getvalue(), "audio/wav")}
+        response = self._engine.open_sync("POST", self._url, data=form, files=files)
+        try:
+            body = response.read()
+        except httpx2.HTTPError as exc:
+            raise self._engine.transport_error(exc, self._url) from None
+        finally:
+            response.close()
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict):
+            raise ModelError(
+                f"the ASR engine at {self._url} did not answer with a JSON object: {body[:120]!r}"
+            )
+        return payload
+
+    def _why_drop(
+        self, text: str, no_speech: float, avg_logprob: float, audio: np.ndarray
+    ) -> str | None:
+        """The embedded recognizer's rules; the score-based ones need "verbose_json"."""
+        o = self.options
+        words = normalize_words(text)
+        if not words:
+            return "empty"
+        if no_speech > o.no_speech_threshold and avg_logprob < o.log_prob_threshold:
+            return "no_speech"  # Whisper's own silence rule
+        levels = frame_dbfs(audio)
+        stationary = float(np.percentile(levels, 95) - np.percentile(levels, 10)) < o.stationary_db
+        quiet = float(levels.max()) < o.min_speech_dbfs + 15
+        if words in PHANTOM_PHRASES and (
+            quiet or stationary or no_speech > o.phantom_no_speech_prob
+        ):
+            return "phantom"
+        return None
+
+
+def _mono_float(audio: np.ndarray) -> np.ndarray:
+    arr = np.asarray(audio)
+    if arr.ndim == 2 and 1 in arr.shape:
+        arr = arr.reshape(-1)
+    if arr.ndim != 1:
+        raise InputError(f"ASR needs 1-D mono audio, got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise InputError(f"ASR needs float audio at 16 kHz, got {arr.dtype}; convert first")
+    return np.nan_to_num(arr.astype(np.float32, copy=False), nan=0.0, posinf=1.0, neginf=-1.0)
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0

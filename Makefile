@@ -9,7 +9,7 @@ ISOLATE := $(shell unshare -rn true 2>/dev/null && command -v ip >/dev/null && e
 .PHONY: run test lint types pytest system-deps clean
 
 run: $(VENV)/.stamp-run
-	$(BIN)/cadence talk demos/capital_of_france.wav -o reply.wav --realtime
+	$(BIN)/cadence serve $(SERVE_ARGS)
 
 test: system-deps $(VENV)/.stamp-test lint types pytest
 

@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-seconds", type=float, default=300.0, help="refuse longer input (default 300)"
     )
     talk.set_defaults(handler=_talk)
+
+    from cadence.bench.cli import add_bench_parser
+    from cadence.transport.cli import add_serve_parser
+
+    add_serve_parser(commands)
+    add_bench_parser(commands)
     return parser
 
 

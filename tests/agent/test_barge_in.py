@@ -11,7 +11,6 @@ from cadence.agent import outputs as out
 from cadence.agent.runtime import Runtime
 from cadence.bench.voices import synthesize
 from cadence.config import Profile
-
 from conftest import Echo, LiveCall  # type: ignore[import-not-found]
 
 pytestmark = pytest.mark.models

@@ -37,9 +37,12 @@ class FakeRealtime:
 
     paced = False
 
-    def __init__(self, *, reply_delay_s: float = 0.1, reply_s: float = 2.0) -> None:
+    def __init__(
+        self, *, reply_delay_s: float = 0.1, reply_s: float = 2.0, deaf_after_reply: bool = False
+    ) -> None:
         self.reply_delay_s = reply_delay_s
         self.reply_s = reply_s
+        self.deaf_after_reply = deaf_after_reply  # hears nothing once it has answered
         self.truncates: list[tuple[str, str, float]] = []
         self._queue: asyncio.Queue[ln.ClientEvent | None] = asyncio.Queue()
         self._speaking = False
@@ -61,6 +64,8 @@ class FakeRealtime:
         self._queue.put_nowait(event)
 
     async def send_audio(self, frame: np.ndarray) -> None:
+        if self.deaf_after_reply and self._n:
+            return
         loud = float(np.sqrt(np.mean(frame**2))) > LOUD
         now = time.perf_counter()
         if loud and not self._speaking:
@@ -90,7 +95,8 @@ class FakeRealtime:
         for _ in range(int(self.reply_s / 0.5)):
             self._put(ln.AudioIn(time.perf_counter(), key, f"item_{self._n}", 500.0))
             await asyncio.sleep(0.01)
-        self._put(ln.ResponseDone(time.perf_counter(), key, "completed", "It is Paris.", {"v2v": 1}))
+        done = ln.ResponseDone(time.perf_counter(), key, "completed", "It is Paris.", {"v2v": 1})
+        self._put(done)
 
     async def truncate(self, key: str, item: str, played_ms: float) -> None:
         self.truncates.append((key, item, played_ms))

@@ -45,20 +45,12 @@ async def test_barge_in_pauses_playback_and_reports_what_was_played() -> None:
 
 
 async def test_backchannel_without_a_cancel_counts_as_continued() -> None:
-    class PoliteFake(FakeRealtime):
-        """Never cancels: a backchannel does not interrupt it (and it never replies to one)."""
-
-        async def send_audio(self, frame):  # type: ignore[no-untyped-def]
-            if self._n >= 1:
-                self._current = None
-                self._speaking = True  # deaf after the first reply
-            await super().send_audio(frame)
-
-    fake = PoliteFake(reply_delay_s=0.05, reply_s=3.0)
+    fake = FakeRealtime(reply_delay_s=0.05, reply_s=3.0, deaf_after_reply=True)
     lines = script(cue(), cue("backchannel", "during_reply", 0.3), scenario="backchannel")
     async with fake:
         _, back = await SimulatedUser(fake, lines, [tone(0.4), tone(0.2)]).run()
     assert back.kind == "backchannel" and back.continued is True
+    assert back.agent_was_speaking is True and back.barge_in_stop_ms is None
 
 
 async def test_no_reply_is_recorded_as_unanswered(monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from cadence.agent.runtime import Runtime
 from cadence.agent.session import Session, SessionOptions
 from cadence.audio.chunk import AudioChunk
 from cadence.config import Profile
+from cadence.video.frames import VideoFrame
 
 FRAME_S = 0.02
 TRAILING_SILENCE_S = 1.5
@@ -94,8 +96,14 @@ class _Collector:
 
 
 async def talk_file(
-    runtime: Runtime, audio: AudioChunk, *, profile: Profile | None = None, realtime: bool = False
+    runtime: Runtime,
+    audio: AudioChunk,
+    *,
+    profile: Profile | None = None,
+    realtime: bool = False,
+    frames: Sequence[VideoFrame] = (),
 ) -> TalkResult:
+    """Stream `audio` (and show `frames`, a camera's view) through a session; collect turns."""
     clock: Clock = MonotonicClock() if realtime else FastForwardClock()
     session = Session(runtime, profile, options=SessionOptions(auto_tick=realtime), clock=clock)
     collector = _Collector()
@@ -111,6 +119,8 @@ async def talk_file(
     async with asyncio.TaskGroup() as group:
         reader = group.create_task(collect())
         await session.start()
+        for video_frame in frames:
+            session.push_frame(video_frame)
         try:
             start_wall = time.perf_counter()
             for k, i in enumerate(range(0, padded.frames, frame)):

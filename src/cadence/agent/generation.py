@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cadence.audio.chunk import AudioChunk, StreamResampler
-from cadence.audio.tts import PiperTTS
+from cadence.audio.stages import SpeechSynthesizer
 from cadence.llm.base import ChatMessage, GenerationOptions, LLMBackend
 from cadence.llm.chunker import ClauseChunker
 
@@ -49,7 +49,7 @@ async def run_generation(
     gen: Generation,
     messages: Sequence[ChatMessage],
     llm: LLMBackend,
-    tts: PiperTTS,
+    tts: SpeechSynthesizer,
     output_rate: int,
     callbacks: GenerationCallbacks,
     options: GenerationOptions | None = None,
@@ -97,7 +97,9 @@ async def run_generation(
         raise group.exceptions[0] from None
 
 
-def _synthesize(tts: PiperTTS, clause: str, resampler: StreamResampler) -> list[np.ndarray]:
+def _synthesize(
+    tts: SpeechSynthesizer, clause: str, resampler: StreamResampler
+) -> list[np.ndarray]:
     pieces = [resampler.process(audio) for audio in tts.stream(clause)]
     pieces.append(resampler.process(np.zeros(0, np.float32), last=True))
     return pieces

@@ -24,6 +24,7 @@ from cadence.agent.generation import Generation, GenerationCallbacks, run_genera
 from cadence.agent.history import History
 from cadence.agent.playout import Playout
 from cadence.agent.runtime import Runtime
+from cadence.agent.sight import SessionVision
 from cadence.agent.turns import TurnConfig, TurnController
 from cadence.agent.utterance import UtteranceBuffer
 from cadence.audio.asr import AsrResult
@@ -35,6 +36,7 @@ from cadence.config import Profile
 from cadence.errors import CadenceError
 from cadence.llm.audio_modes import build_user_turn
 from cadence.llm.base import ChatMessage
+from cadence.video.frames import VideoFrame
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,7 @@ class Session:
         self.history = History()
         self.playout = Playout()
         self.echo = EchoGuard()
+        self.vision = SessionVision(self.profile, runtime.llm)
         self._vad = VoiceActivityDetector(runtime.vad)
         self._resampler: StreamResampler | None = None
         self._audio_end_s = 0.0  # input audio timeline (seconds of 16 kHz audio received)
@@ -148,6 +151,17 @@ class Session:
         self._recheck_echo(now)
         self._maybe_partial(now)
         self._feed(ev.VoiceProbability(now, self._vad.probability))
+
+    def push_frame(self, frame: VideoFrame) -> None:
+        """A camera or screen frame (the buffer keeps a few, dropping the oldest)."""
+        self.vision.push_frame(frame)
+
+    def add_image(self, data: bytes) -> None:
+        """A still image from the client (PNG/JPEG); a bad one is an error event."""
+        try:
+            self.vision.add_image(data, self.clock.now_ms() / 1000.0)
+        except CadenceError as exc:
+            self._emit(out.SessionError(exc.code, exc.message))
 
     def add_user_text(self, text: str) -> None:
         """A typed user message: goes into the history and asks for a reply."""
@@ -389,6 +403,21 @@ class Session:
             self._run(gen, messages, scripted), name=f"gen-{gen.generation}"
         )
 
+    async def _see(self, gen: Generation, messages: list[ChatMessage]) -> list[ChatMessage]:
+        """Add this turn's vision; a vision failure costs the frames, never the reply."""
+        question = gen.user_text or next(
+            (m.content for m in reversed(messages) if m.role == "user"), ""
+        )
+        try:
+            seen, metrics = await self.vision.apply(question, messages)
+        except CadenceError as exc:
+            self._emit(out.SessionError(exc.code, exc.message))
+            self._records[gen.generation].degrade(f"vision failed: {exc.code}")
+            return messages
+        if metrics and metrics.get("visual"):
+            self._records[gen.generation].mark("vlm_first_token", self.clock.now_ms())
+        return seen
+
     def _anchor(self, record: LatencyRecord) -> None:
         if self._pending_anchor is not None:
             speech_end, endpoint = self._pending_anchor
@@ -435,6 +464,8 @@ class Session:
         )
         llm = _ScriptedLLM(scripted) if scripted is not None else self.runtime.llm
         try:
+            if scripted is None:
+                messages = await self._see(gen, messages)
             await run_generation(
                 gen, messages, llm, self.runtime.tts, self.options.output_rate, callbacks
             )

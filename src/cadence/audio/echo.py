@@ -155,7 +155,7 @@ class EchoGuard:
         self._mic_energy.clear()
         self._delay = None
         self._delay_checked = -(1 << 62)
-        self._pending: deque[tuple[int, np.ndarray]] = deque()  # reference not yet due
+        self._pending = deque()
         self._ref_tail = 0  # end of all reference pushed, due or not
 
     def estimate_delay_ms(self, end_s: float | None = None) -> float | None:

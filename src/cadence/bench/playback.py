@@ -55,8 +55,9 @@ class PushedPlayer:
 
     def _close(self, t: float) -> None:
         if self._open is not None and self.key is not None:
+            end = min(t, self._end())
             self._pos_ms = self.position_ms(t)
-            self.done.append(Interval(self._open, min(t, self._end()), self.key))
+            self.done.append(Interval(self._open, end, self.key))
             self._open = None
         self._anchor = t
 
@@ -128,7 +129,8 @@ class PacedPlayer:
         self.last_loud = t
 
     def playing(self, t: float) -> bool:
-        return self.last_loud is not None and t - self.last_loud < MERGE_GAP_S
+        """Agent audio around `t` (a pause shorter than a clause gap still counts)."""
+        return any(r.start <= t < r.end + MERGE_GAP_S for r in self._runs[-4:])
 
     def busy(self, t: float) -> bool:
         return self.playing(t)

@@ -24,6 +24,7 @@ FRAME = 320  # 20 ms at 16 kHz
 FRAME_S = FRAME / RATE
 REPLY_TIMEOUT_S = 20.0  # no reply audio this long after the end of speech: unanswered
 REPLY_DONE_TIMEOUT_S = 60.0  # a reply still unfinished this long after it started
+MAX_WAIT_S = 45.0  # the longest the next utterance waits for the previous reply to settle
 OBSERVE_S = 1.5  # after a backchannel, how long to watch whether the agent carries on
 RESUME_GRACE_S = 0.8  # Realtime has no resume event: unpause if no cancel comes this soon
 NOISE_LOOP_S = 20.0
@@ -103,6 +104,9 @@ class SimulatedUser:
         pending = list(range(len(script.cues)))
         active: CueRun | None = None
         self._t0 = time.perf_counter()
+        deadline = self._t0 + len(script.cues) * (MAX_WAIT_S + REPLY_DONE_TIMEOUT_S)
+        if self.first_speech_at is not None:
+            deadline += max(0.0, self.first_speech_at - self._t0)
         k = 0
         while True:
             due = self._t0 + (k + 1) * FRAME_S
@@ -127,6 +131,11 @@ class SimulatedUser:
             k += 1
             if not pending and active is None and self._finished(now):
                 return
+            if now > deadline:
+                self.errors.append(
+                    f"trial stopped after {now - self._t0:.0f} s: replies never settled"
+                )
+                return
 
     def _frame(self, noise: np.ndarray, k: int, active: CueRun | None) -> np.ndarray:
         start = (k * FRAME) % len(noise)
@@ -138,15 +147,15 @@ class SimulatedUser:
         return frame
 
     def _mark_speech(self, run: CueRun, k: int, handoff: float) -> None:
-        """Place the voiced span on the wall clock: audio time t of frame k left at `handoff`."""
-        frame_end_s = (k + 1) * FRAME_S
-        start_s = run.start_sample / RATE + run.utterance.voiced_start_s
-        end_s = run.start_sample / RATE + run.utterance.voiced_end_s
-        if run.speech_start is None and start_s < frame_end_s:
-            run.speech_start = handoff - (frame_end_s - start_s)
+        """Place the voiced span on the wall clock: frame k's last sample left at `handoff`."""
+        frame_end = (k + 1) * FRAME  # in samples, so no float rounding can skip a boundary
+        start = run.start_sample + round(run.utterance.voiced_start_s * RATE)
+        end = run.start_sample + round(run.utterance.voiced_end_s * RATE)
+        if run.speech_start is None and start < frame_end:
+            run.speech_start = handoff - (frame_end - start) / RATE
             run.agent_speaking = self.player.playing(run.speech_start)
-        if run.speech_end is None and end_s <= frame_end_s:
-            run.speech_end = handoff - (frame_end_s - end_s)
+        if run.speech_end is None and end <= frame_end:
+            run.speech_end = handoff - (frame_end - end) / RATE
 
     # ---- when to speak and when to stop --------------------------------------------------
 
@@ -171,7 +180,9 @@ class SimulatedUser:
         prev = self.runs[-1]
         reply = self._final_reply(prev)
         assert prev.speech_end is not None
-        timed_out = reply is None and now > prev.speech_end + REPLY_TIMEOUT_S
+        # A server that never lets the reply settle must not hold the script forever.
+        stuck = now > prev.speech_end + MAX_WAIT_S
+        timed_out = stuck or (reply is None and now > prev.speech_end + REPLY_TIMEOUT_S)
         if cue.start == "during_reply":
             started = reply.first_audio if reply is not None else None
             if started is not None and now >= started + cue.delay_s:

@@ -35,6 +35,9 @@ from cadence.errors import ConfigError
         ("My favourite cities are Rome,", 0.1, 0.2),
         ("Well...", 0.1, 0.2),
         ("The capital of.", 0.1, 0.2),  # a recogniser's period does not finish a phrase
+        ("How many legs does a spider have?", 0.9, 1.0),  # questions end on verbs
+        ("What is it made of?", 0.9, 1.0),
+        ("Can you tell me the?", 0.1, 0.2),  # an article never ends one
         ("", 0.0, 0.0),
         ("   ...", 0.0, 0.0),
     ],

@@ -44,6 +44,7 @@ class FakeRealtime:
         self.reply_s = reply_s
         self.deaf_after_reply = deaf_after_reply  # hears nothing once it has answered
         self.truncates: list[tuple[str, str, float]] = []
+        self.pictures = 0
         self._queue: asyncio.Queue[ln.ClientEvent | None] = asyncio.Queue()
         self._speaking = False
         self._quiet = 0
@@ -97,6 +98,9 @@ class FakeRealtime:
             await asyncio.sleep(0.01)
         done = ln.ResponseDone(time.perf_counter(), key, "completed", "It is Paris.", {"v2v": 1})
         self._put(done)
+
+    async def show(self, pixels: np.ndarray) -> None:
+        self.pictures += 1
 
     async def truncate(self, key: str, item: str, played_ms: float) -> None:
         self.truncates.append((key, item, played_ms))

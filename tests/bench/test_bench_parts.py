@@ -109,6 +109,17 @@ def test_scripts_are_deterministic_and_vary_across_trials() -> None:
     assert all(6 <= c.pace_s <= 10 for c in paced_multi.cues[1:] if c.pace_s is not None)
 
 
+def test_visual_scripts_show_a_sign_and_expect_its_words() -> None:
+    import re
+
+    scripts = [build_script("visual", trial=k) for k in range(8)]
+    assert all(s.sign for s in scripts) and len({s.sign for s in scripts}) > 1
+    for s in scripts:
+        [ask] = s.cues
+        assert ask.expect and re.search(ask.expect, f"The sign says {s.sign}.", re.IGNORECASE)
+    assert build_script("single", trial=0).sign is None
+
+
 def test_pushed_player_pauses_resumes_and_underruns() -> None:
     p = PushedPlayer()
     p.on_audio("r", "i", 1000.0, 10.0)  # 1 s of audio at t=10

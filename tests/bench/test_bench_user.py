@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from bench_fakes import FakeRealtime, cue, script, tone
 
+from cadence.bench import links as ln
 from cadence.bench.user import SimulatedUser
 
 
@@ -51,6 +52,30 @@ async def test_backchannel_without_a_cancel_counts_as_continued() -> None:
         _, back = await SimulatedUser(fake, lines, [tone(0.4), tone(0.2)]).run()
     assert back.kind == "backchannel" and back.continued is True
     assert back.agent_was_speaking is True and back.barge_in_stop_ms is None
+
+
+async def test_a_dead_connection_still_gives_one_record_per_cue() -> None:
+    class HangsUp(FakeRealtime):
+        async def __aenter__(self) -> HangsUp:
+            self._queue.put_nowait(ln.ServerError(0.0, "the server closed the connection"))
+            self._queue.put_nowait(None)
+            return self
+
+    lines = script(cue(), cue("barge_in", "during_reply"), scenario="barge-in")
+    async with HangsUp() as fake:
+        turns = await SimulatedUser(fake, lines, [tone(0.3), tone(0.3)]).run()
+    assert [t.cue for t in turns] == [0, 1]
+    assert not any(t.answered for t in turns)
+    assert "the server closed the connection" in turns[0].errors
+
+
+async def test_visual_scripts_show_the_camera_picture() -> None:
+    from dataclasses import replace
+
+    fake = FakeRealtime()
+    async with fake:
+        await SimulatedUser(fake, replace(script(cue()), sign="EXIT"), [tone(0.3)]).run()
+    assert fake.pictures >= 2  # every 0.5 s from the start
 
 
 async def test_no_reply_is_recorded_as_unanswered(monkeypatch) -> None:  # type: ignore[no-untyped-def]

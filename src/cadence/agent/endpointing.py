@@ -29,6 +29,11 @@ DANGLING = frozenset(
      "i'm", "let's", "what", "which", "who", "whose", "where", "how", "why", "very", "really",
      "more", "most", "not"}
 )  # fmt: skip
+# Words nothing can end on, question mark or not: articles, determiners, possessives.
+NEVER_FINAL = frozenset(
+    {"the", "a", "an", "my", "your", "his", "her", "its", "our", "their", "this", "these",
+     "those", "some", "any", "every", "each", "very", "really", "more", "most"}
+)  # fmt: skip
 QUESTION_OPENERS = frozenset(
     {"what", "what's", "where", "when", "why", "how", "who", "which", "is", "are", "can",
      "could", "would", "will", "do", "does", "did", "should", "tell", "explain", "describe"}
@@ -92,8 +97,10 @@ def semantic_score(text: str) -> float:
         # "What?" alone may be a real "pardon?", but the recognizer also punctuates the first
         # word of a question the user is still saying: wait a middling while, not the least.
         return 0.5
-    if last in DANGLING:
-        return 0.15  # "the capital of", "I want to", "what is the"
+    if last in DANGLING and not (question and last not in NEVER_FINAL):
+        # "the capital of", "I want to", "what is the"; but a question may well end on a
+        # verb or preposition ("How many legs does a spider have?", "Made of?")
+        return 0.15
     if question:
         return 0.95
     if tail.endswith((".", "!")):

@@ -28,7 +28,7 @@ class VadConfig:
     aggressiveness: int = 2  # webrtcvad 0 (least) .. 3 (most aggressive about rejecting noise)
     frame_ms: int = 20  # webrtcvad accepts 10, 20 or 30
     start_ms: int = 60  # voiced run that opens speech: short, so barge-in can react fast
-    end_ms: int = 80  # unvoiced run that closes it; endpointing waits longer, in the controller
+    end_ms: int = 60  # unvoiced run that closes it; endpointing waits longer, in the controller
     min_rms_dbfs: float = -50.0  # frames quieter than this are never speech
     silero_threshold: float = 0.5
 

@@ -20,6 +20,7 @@ from cadence.agent.session import Session, SessionOptions
 from cadence.audio.chunk import AudioChunk
 from cadence.bench import links as ln
 from cadence.config import Profile
+from cadence.video.frames import VideoFrame
 
 MIC_RATE = 16_000
 QUEUE_SIZE = 4096
@@ -48,6 +49,10 @@ class InprocLink:
 
     async def send_audio(self, frame: np.ndarray) -> None:
         self._session.push_audio(AudioChunk(frame.reshape(-1, 1), MIC_RATE))
+
+    async def show(self, pixels: np.ndarray) -> None:
+        now_s = self._session.clock.now_ms() / 1000.0
+        self._session.push_frame(VideoFrame.at(pixels, now_s))
 
     async def truncate(self, key: str, item: str, played_ms: float) -> None:
         self._session.report_played(int(key), played_ms)

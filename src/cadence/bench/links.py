@@ -115,6 +115,9 @@ class Link(Protocol):
     async def send_audio(self, frame: np.ndarray) -> None:
         """A 20 ms mono float32 frame at 16 kHz."""
 
+    async def show(self, pixels: np.ndarray) -> None:
+        """What the user's camera sees now (H×W×3 RGB uint8), called a few times a second."""
+
     async def truncate(self, key: str, item: str, played_ms: float) -> None: ...
     def events(self) -> AsyncIterator[ClientEvent]: ...
 
@@ -192,6 +195,18 @@ def parse_target(spec: str, token: str | None = None) -> Target:
         f"unknown target {spec!r}; use inproc, ws://HOST:PORT, webrtc://HOST:PORT "
         "or a full Realtime URL such as wss://HOST/v1/realtime?model=NAME"
     )
+
+
+def png_data_url(pixels: np.ndarray) -> str:
+    """RGB pixels as a `data:image/png;base64,…` URL (a Realtime `input_image`)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def session_update() -> dict[str, Any]:

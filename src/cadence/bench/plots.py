@@ -19,6 +19,7 @@ MAX_WATERFALL_TURNS = 60
 STAGE_COLORS = {
     "endpoint": "#4c72b0",
     "asr_final": "#55a868",
+    "vlm_first_token": "#dd8452",
     "llm_first_token": "#c44e52",
     "first_clause": "#8172b2",
     "tts_first_audio": "#ccb974",

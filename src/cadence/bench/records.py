@@ -13,7 +13,14 @@ from typing import Any
 import jiwer
 
 # Server stages, in timeline order (INTERFACES "Latency record"); ms after end of user speech.
-SERVER_STAGES = ("endpoint", "asr_final", "llm_first_token", "first_clause", "tts_first_audio")
+SERVER_STAGES = (
+    "endpoint",
+    "asr_final",
+    "vlm_first_token",
+    "llm_first_token",
+    "first_clause",
+    "tts_first_audio",
+)
 _SMALL_NUMBERS = (
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
     "fifteen sixteen seventeen eighteen nineteen twenty"

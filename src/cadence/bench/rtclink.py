@@ -32,6 +32,8 @@ CONNECT_TIMEOUT_S = 30.0
 MIC_QUEUE_FRAMES = 50  # 1 s; older frames are dropped if the peer stops pulling
 QUEUE_SIZE = 4096
 LOUD_RMS = 0.003  # about -50 dBFS: decoded Opus silence sits far below, speech far above
+CAMERA_FPS = 5  # enough for a still scene; encoding 30 fps would steal the CPU being measured
+VIDEO_CLOCK = 90_000
 
 
 class _MicTrack(MediaStreamTrack):
@@ -61,6 +63,33 @@ class _MicTrack(MediaStreamTrack):
         return frame
 
 
+class _CameraTrack(MediaStreamTrack):
+    """The simulated camera: the latest picture, CAMERA_FPS times a second (black at first)."""
+
+    kind = "video"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pixels = np.zeros((480, 640, 3), np.uint8)
+        self._start: float | None = None
+        self._n = 0
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        wait = self._start + self._n / CAMERA_FPS - now
+        if wait > 0:
+            await asyncio.sleep(wait)
+        frame = av.VideoFrame.from_ndarray(self.pixels, format="rgb24")
+        frame.pts = round(self._n * VIDEO_CLOCK / CAMERA_FPS)
+        frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        self._n += 1
+        return frame
+
+
 def _post_offer(url: str, sdp: str, token: str | None) -> tuple[int, str]:
     headers = {"Content-Type": "application/sdp"}
     if token:
@@ -78,9 +107,10 @@ def _post_offer(url: str, sdp: str, token: str | None) -> tuple[int, str]:
 class RtcLink:
     paced = True
 
-    def __init__(self, url: str, token: str | None = None) -> None:
+    def __init__(self, url: str, token: str | None = None, *, video: bool = False) -> None:
         self.url = url
         self.token = token
+        self._camera = _CameraTrack() if video else None
         self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # local ICE only
         self._mic = _MicTrack()
         self._queue: asyncio.Queue[ln.ClientEvent | None] = asyncio.Queue(QUEUE_SIZE)
@@ -98,6 +128,8 @@ class RtcLink:
         self._channel.on("open", self._opened.set)
         self._channel.on("message", self._on_message)
         pc.addTransceiver(self._mic, direction="sendrecv")
+        if self._camera is not None:
+            pc.addTransceiver(self._camera, direction="sendonly")
         pc.on("track", self._on_track)
         await pc.setLocalDescription(await pc.createOffer())
         status, body = await asyncio.to_thread(
@@ -128,6 +160,10 @@ class RtcLink:
 
     async def send_audio(self, frame: np.ndarray) -> None:
         self._mic.push(frame)
+
+    async def show(self, pixels: np.ndarray) -> None:
+        if self._camera is not None:
+            self._camera.pixels = pixels
 
     async def truncate(self, key: str, item: str, played_ms: float) -> None:
         """Nothing to do: the server paces the audio, so it knows what was played."""

@@ -26,7 +26,7 @@ from cadence.bench.scenarios import Cue, Script, Utterance, build_script, paced,
 from cadence.bench.user import SimulatedUser
 from cadence.errors import ConfigError
 
-LinkFactory = Callable[[], ln.Link]
+LinkFactory = Callable[[bool], ln.Link]  # argument: the trial shows video
 STAGGER_S = 6.0  # concurrent sessions start spread over this long
 PERIOD_S = (6.0, 10.0)
 
@@ -64,18 +64,18 @@ async def _link_factory(
     if target.kind == "ws":
         from cadence.bench.wslink import WsLink
 
-        return lambda: WsLink(target.url, target.token)
+        return lambda video: WsLink(target.url, target.token)
     if target.kind == "webrtc":
         from cadence.bench.rtclink import RtcLink
 
-        return lambda: RtcLink(target.url, target.token)
+        return lambda video: RtcLink(target.url, target.token, video=video)
     from cadence.agent.runtime import Runtime
     from cadence.bench.inproc import InprocLink
     from cadence.config import load_config
 
     profile = load_config(options.config).profile(options.profile)
     loaded = runtime if runtime is not None else await Runtime.load(profile, progress=say)
-    return lambda: InprocLink(loaded, profile)
+    return lambda video: InprocLink(loaded, profile)
 
 
 def _plan(scenarios: list[str], options: BenchOptions) -> _Plan:
@@ -115,7 +115,7 @@ async def _session(
     records: list[TurnRecord] = []
     next_at: float | None = time.perf_counter() + rng.uniform(0, STAGGER_S) if concurrent else None
     for script in trials:
-        async with make_link() as link:
+        async with make_link(script.sign is not None) as link:
             user = SimulatedUser(link, script, plan.audio(script), first_speech_at=next_at)
             turns = await user.run()
         records += turns
@@ -149,7 +149,7 @@ async def run_bench(
     await _render(plan, warm)
     for script in warm:
         bar.say("warm-up turn (not counted)")
-        async with make_link() as link:
+        async with make_link(False) as link:
             await SimulatedUser(link, script, plan.audio(script)).run()
     turns: list[TurnRecord] = []
     for name in scenarios:

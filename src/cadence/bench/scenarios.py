@@ -57,6 +57,15 @@ INTERRUPTIONS: tuple[tuple[str, str], ...] = (
     ("Hold on. How many hours are in a day?", r"\b(twenty[- ]?four|24)\b"),
 )
 BACKCHANNELS = ("Mm-hmm.", "Uh-huh.", "Okay.", "Right.", "Yeah.")
+# Signs the simulated camera shows, and a regex that finds the sign's words in a reply.
+SIGNS: tuple[tuple[str, str], ...] = (
+    ("OPEN 24 HOURS", r"open\W+(24|twenty[- ]?four)\W+hours"),
+    ("NO PARKING", r"no\W+parking"),
+    ("FRESH COFFEE", r"fresh\W+coffee"),
+    ("WET PAINT", r"wet\W+paint"),
+    ("EMERGENCY EXIT", r"emergency\W+exit"),
+)
+SIGN_QUESTIONS = ("What does the sign say?", "What is written on the sign?", "Read the sign to me.")
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,7 @@ class Script:
     snr_db: float
     noise: NoiseKind
     seed: int
+    sign: str | None = None  # text on the sign the camera shows throughout (visual)
 
 
 @dataclass(frozen=True)
@@ -98,8 +108,8 @@ def unavailable(scenario: str) -> str | None:
     """Why a scenario cannot run yet, or None when it can."""
     from cadence.agent.session import Session
 
-    if scenario == "visual" and not hasattr(Session, "add_image"):
-        return "no video input in the session yet (Session.add_image is missing)"
+    if scenario == "visual" and not hasattr(Session, "push_frame"):
+        return "no video input in the session yet (Session.push_frame is missing)"
     if scenario == "tools" and not hasattr(Session, "add_function_output"):
         return "no tool calling in the session yet (Session.add_function_output is missing)"
     return None
@@ -139,6 +149,7 @@ def build_script(scenario: str, *, trial: int, session: int = 0, seed: int = 0) 
     rng = random.Random(f"{seed}/{scenario}/{session}/{trial}")
     snr, noise = CLEAN_SNR_DB, "pink"
     lead = rng.uniform(0.4, 0.8)
+    sign = None
     cues: list[Cue]
     if scenario in ("single", "noisy"):
         cues = [_question(rng, "begin", lead)]
@@ -163,9 +174,15 @@ def build_script(scenario: str, *, trial: int, session: int = 0, seed: int = 0) 
         # Interrupt early in the reply: even short replies are still playing then.
         during = Cue(text, kind, expect, "during_reply", rng.uniform(0.6, 1.2), voice, speed, level)
         cues = [ask, during]
+    elif scenario == "visual":
+        sign, expect = rng.choice(SIGNS)
+        voice, speed, level = _speaker(rng)
+        # Longer lead: the camera has shown the sign for a while when the question comes.
+        text = rng.choice(SIGN_QUESTIONS)
+        cues = [Cue(text, "question", expect, "begin", lead + 1.0, voice, speed, level)]
     else:
         raise ConfigError(f"scenario {scenario!r} has no script")
-    return Script(scenario, trial, session, tuple(cues), snr, noise, rng.randrange(1 << 30))
+    return Script(scenario, trial, session, tuple(cues), snr, noise, rng.randrange(1 << 30), sign)
 
 
 def paced(script: Script, rng: random.Random) -> Script:

@@ -28,6 +28,7 @@ METRIC_HELP = {
     "barge_in_stop": "user speech start → last agent audio played",
     "endpoint": "server decided the turn ended",
     "asr_final": "final transcript ready",
+    "vlm_first_token": "first token of the vision model (visual turns)",
     "llm_first_token": "first LLM token",
     "first_clause": "first clause ready for TTS",
     "tts_first_audio": "first TTS audio",

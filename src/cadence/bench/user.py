@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cadence.bench import links as ln
-from cadence.bench.playback import MERGE_GAP_S, PacedPlayer, PushedPlayer
+from cadence.bench.playback import MERGE_GAP_S, Interval, PacedPlayer, PushedPlayer
 from cadence.bench.records import TurnRecord, matches, word_error_rate
 from cadence.bench.scenarios import Script, Utterance, noise_rms
+from cadence.bench.scenes import sign_pixels
 from cadence.bench.voices import make_noise
 
 RATE = 16_000
@@ -28,6 +29,7 @@ MAX_WAIT_S = 45.0  # the longest the next utterance waits for the previous reply
 OBSERVE_S = 1.5  # after a backchannel, how long to watch whether the agent carries on
 RESUME_GRACE_S = 0.8  # Realtime has no resume event: unpause if no cancel comes this soon
 NOISE_LOOP_S = 20.0
+CAMERA_EVERY_FRAMES = 25  # the camera shows a picture every 0.5 s
 AUDIO_GRACE_S = 3.0  # a finished reply whose audio has not arrived by then never will
 REPLY_KINDS = ("question", "barge_in")
 
@@ -84,7 +86,10 @@ class SimulatedUser:
         self._speech_stopped: float | None = None
         self._last_created = 0.0
         self._hints = False  # the link tells us when to resume (in-process)
+        self._link_gone = False
         self._t0 = 0.0
+        # The camera's picture, drawn before timing starts (a sign for the visual scenario).
+        self._picture = sign_pixels(script.sign) if script.sign else None
 
     # ---- running -------------------------------------------------------------------------
 
@@ -119,6 +124,8 @@ class SimulatedUser:
                 i = pending.pop(0)
                 active = CueRun(i, self.utterances[i], k * FRAME)
                 self.runs.append(active)
+            if self._picture is not None and k % CAMERA_EVERY_FRAMES == 0:
+                await self.link.show(self._picture)
             frame = self._frame(noise, k, active)
             handoff = time.perf_counter()
             if active is not None:
@@ -131,6 +138,8 @@ class SimulatedUser:
             k += 1
             if not pending and active is None and self._finished(now):
                 return
+            if self._link_gone:
+                return  # the connection ended; the error it gave is in the records
             if now > deadline:
                 self.errors.append(
                     f"trial stopped after {now - self._t0:.0f} s: replies never settled"
@@ -219,6 +228,7 @@ class SimulatedUser:
     async def _listen(self) -> None:
         async for event in self.link.events():
             await self._on_event(event)
+        self._link_gone = True
 
     async def _on_event(self, event: ln.ClientEvent) -> None:
         player = self.player
@@ -328,50 +338,61 @@ class SimulatedUser:
         now = time.perf_counter()
         intervals = self.player.intervals(now)
         late_ms = max(self.lateness, default=0.0) * 1000.0
-        out = []
-        for i, run in enumerate(self.runs):
-            cue = self.script.cues[run.index]
-            reply = self._final_reply(run)
-            rec = TurnRecord(
-                self.script.scenario,
-                self.script.session,
-                self.script.trial,
-                run.index,
-                cue.kind,
-                cue.voice,
-                cue.speed,
-                self.script.snr_db,
-                cue.text,
-                cue.expect,
-                heard=run.heard,
-                wer=word_error_rate(cue.text, run.heard),
-                mic_late_ms=round(late_ms, 1),
-                errors=run.errors + (self.errors if i == 0 else []),
-            )
-            if cue.kind in REPLY_KINDS and reply is not None:
-                rec.reply, rec.status, rec.server = reply.text, reply.status, dict(reply.latency)
-                rec.false_starts = max(0, len(run.replies) - 1)
-                first = reply.first_audio
-                rec.answered = first is not None
-                if first is not None and run.speech_end is not None:
-                    if first < run.speech_end:
-                        rec.talked_over = True  # not a latency: the agent spoke over the user
-                    else:
-                        rec.v2v_ms = round((first - run.speech_end) * 1000.0, 1)
-            rec.correct = matches(cue.expect, rec.reply)
-            if cue.kind != "question" and run.speech_start is not None:
-                s = run.speech_start
-                # Paced frames arrive every 20 ms: the last one before s may end just before it.
-                slack = 2 * FRAME_S if self.link.paced else 0.0
-                live = [iv for iv in intervals if iv.start <= s <= iv.end + slack]
-                rec.agent_was_speaking = bool(live) or bool(run.agent_speaking)
-                if cue.kind == "barge_in" and live:
-                    rec.barge_in_stop_ms = round(max(0.0, live[-1].end - s) * 1000.0, 1)
-            if cue.kind == "backchannel" and i > 0:
-                before = self._final_reply(self.runs[i - 1])
-                cancelled = before is not None and before.status == "cancelled"
-                rec.continued = not cancelled and not run.new_response_after
-                if reply is not None:  # the agent took the backchannel as a turn: keep what it said
-                    rec.reply, rec.status = reply.text, reply.status
+        out = [self._record(i, run, intervals, late_ms) for i, run in enumerate(self.runs)]
+        for index in range(len(self.runs), len(self.script.cues)):
+            # Never said (the connection ended first): still a turn, unanswered.
+            cue = self.script.cues[index]
+            rec = self._blank(index, late_ms, ["the trial ended before this was said"])
+            rec.correct = matches(cue.expect, None)
             out.append(rec)
+        out[0].errors[:0] = self.errors
         return out
+
+    def _blank(self, index: int, late_ms: float, errors: list[str]) -> TurnRecord:
+        cue, script = self.script.cues[index], self.script
+        return TurnRecord(
+            script.scenario,
+            script.session,
+            script.trial,
+            index,
+            cue.kind,
+            cue.voice,
+            cue.speed,
+            script.snr_db,
+            cue.text,
+            cue.expect,
+            mic_late_ms=round(late_ms, 1),
+            errors=errors,
+        )
+
+    def _record(self, i: int, run: CueRun, intervals: list[Interval], late_ms: float) -> TurnRecord:
+        cue = self.script.cues[run.index]
+        reply = self._final_reply(run)
+        rec = self._blank(run.index, late_ms, list(run.errors))
+        rec.heard, rec.wer = run.heard, word_error_rate(cue.text, run.heard)
+        if cue.kind in REPLY_KINDS and reply is not None:
+            rec.reply, rec.status, rec.server = reply.text, reply.status, dict(reply.latency)
+            rec.false_starts = max(0, len(run.replies) - 1)
+            first = reply.first_audio
+            rec.answered = first is not None
+            if first is not None and run.speech_end is not None:
+                if first < run.speech_end:
+                    rec.talked_over = True  # not a latency: the agent spoke over the user
+                else:
+                    rec.v2v_ms = round((first - run.speech_end) * 1000.0, 1)
+        rec.correct = matches(cue.expect, rec.reply)
+        if cue.kind != "question" and run.speech_start is not None:
+            s = run.speech_start
+            # Paced frames arrive every 20 ms: the last one before s may end just before it.
+            slack = 2 * FRAME_S if self.link.paced else 0.0
+            live = [iv for iv in intervals if iv.start <= s <= iv.end + slack]
+            rec.agent_was_speaking = bool(live) or bool(run.agent_speaking)
+            if cue.kind == "barge_in" and live:
+                rec.barge_in_stop_ms = round(max(0.0, live[-1].end - s) * 1000.0, 1)
+        if cue.kind == "backchannel" and i > 0:
+            before = self._final_reply(self.runs[i - 1])
+            cancelled = before is not None and before.status == "cancelled"
+            rec.continued = not cancelled and not run.new_response_after
+            if reply is not None:  # the agent took the backchannel as a turn: keep what it said
+                rec.reply, rec.status = reply.text, reply.status
+        return rec

@@ -50,6 +50,8 @@ class WsLink:
         self._resampler = StreamResampler(MIC_RATE, ln.REALTIME_RATE)
         self._queue: asyncio.Queue[ln.ClientEvent | None] = asyncio.Queue(QUEUE_SIZE)
         self._reader: asyncio.Task[None] | None = None
+        self._shown: int | None = None  # the picture last sent as an input_image
+        self._closing = False
 
     async def __aenter__(self) -> WsLink:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
@@ -81,6 +83,7 @@ class WsLink:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self._closing = True
         if self._ws is not None:
             await self._ws.close()
         if self._reader is not None:
@@ -97,6 +100,23 @@ class WsLink:
         if pcm:
             audio = base64.b64encode(pcm).decode("ascii")
             await self._send({"type": "input_audio_buffer.append", "audio": audio})
+
+    async def show(self, pixels: np.ndarray) -> None:
+        """INTERFACES: over a WebSocket, video goes as `input_image` items before the commit.
+
+        A still camera needs one: a new item is sent only when the picture changes.
+        """
+        digest = hash(pixels.tobytes())
+        if digest == self._shown:
+            return
+        self._shown = digest
+        url = await asyncio.to_thread(ln.png_data_url, pixels)
+        item = {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_image", "image_url": url}],
+        }
+        await self._send({"type": "conversation.item.create", "item": item})
 
     async def truncate(self, key: str, item: str, played_ms: float) -> None:
         event = {
@@ -125,5 +145,9 @@ class WsLink:
                     await self._queue.put(event)
         except websockets.ConnectionClosedError as exc:
             await self._queue.put(ln.ServerError(time.perf_counter(), f"connection lost: {exc}"))
+        else:
+            if not self._closing:  # the server hung up on us mid-trial
+                reason = f"the server closed the connection ({ws.close_code} {ws.close_reason})"
+                await self._queue.put(ln.ServerError(time.perf_counter(), reason))
         finally:
             await self._queue.put(None)

@@ -138,3 +138,12 @@ def test_cli_parses_run_and_runs_compare(
     args = parser.parse_args(["bench", "compare", str(a), str(b)])
     assert asyncio.run(args.handler(args)) == 0
     assert "verdicts that changed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("target", ["ws://127.0.0.1:1", "webrtc://127.0.0.1:1"])
+async def test_an_unreachable_target_is_one_clear_error(target: str) -> None:
+    from cadence.bench.runner import BenchOptions, run_bench
+    from cadence.errors import CadenceError
+
+    with pytest.raises(CadenceError, match="is the server running"):
+        await run_bench(BenchOptions(target=target, trials=1, warmup=0))

@@ -24,7 +24,7 @@ from cadence.bench.records import TurnRecord
 from cadence.bench.report import BenchResult, markdown, write_json
 from cadence.bench.scenarios import Cue, Script, Utterance, build_script, paced, render, resolve
 from cadence.bench.user import SimulatedUser
-from cadence.errors import ConfigError
+from cadence.errors import CadenceError, ConfigError
 
 LinkFactory = Callable[[bool], ln.Link]  # argument: the trial shows video
 STAGGER_S = 6.0  # concurrent sessions start spread over this long
@@ -130,6 +130,27 @@ async def _session(
     return records
 
 
+async def _scenario(
+    name: str, plan: _Plan, options: BenchOptions, make_link: LinkFactory, bar: Progress
+) -> list[TurnRecord]:
+    """All sessions of one scenario, at once."""
+    async with asyncio.TaskGroup() as group:
+        tasks = [
+            group.create_task(
+                _session(
+                    make_link,
+                    plan,
+                    trials,
+                    random.Random(f"{options.seed}/start/{name}/{s}"),
+                    options.sessions > 1,
+                    bar,
+                )
+            )
+            for s, trials in enumerate(plan.scripts[name])
+        ]
+    return [t for task in tasks for t in task.result()]
+
+
 async def run_bench(
     options: BenchOptions, *, runtime: Any = None, progress: Progress | None = None
 ) -> BenchResult:
@@ -145,6 +166,8 @@ async def run_bench(
     bar = progress or Progress(total)
     started, t0, load0 = dt.datetime.now().astimezone(), time.perf_counter(), os.getloadavg()
     make_link = await _link_factory(target, options, runtime, bar.say)
+    async with make_link(False):  # fail now, not after synthesis, if the target is not there
+        pass
     bar.say("synthesizing the simulated user's speech")
     await _render(plan, warm)
     for script in warm:
@@ -153,21 +176,10 @@ async def run_bench(
             await SimulatedUser(link, script, plan.audio(script)).run()
     turns: list[TurnRecord] = []
     for name in scenarios:
-        async with asyncio.TaskGroup() as group:
-            tasks = [
-                group.create_task(
-                    _session(
-                        make_link,
-                        plan,
-                        trials,
-                        random.Random(f"{options.seed}/start/{name}/{s}"),
-                        options.sessions > 1,
-                        bar,
-                    )
-                )
-                for s, trials in enumerate(plan.scripts[name])
-            ]
-        turns += [t for task in tasks for t in task.result()]
+        try:
+            turns += await _scenario(name, plan, options, make_link, bar)
+        except* CadenceError as group:  # one clear error line, not an exception group
+            raise group.exceptions[0] from None
     bar.close()
     meta = {
         "target": target.label,

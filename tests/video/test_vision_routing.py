@@ -12,12 +12,14 @@ VISUAL = [
     "What am I holding?", "Look at this error, what's wrong?", "What is this thing?",
     "How many fingers am I holding up?", "What does that label read?",
     "What changed on the screen?", "What happened two seconds ago?", "Describe the picture",
-    "Is this plant healthy?", "what's in front of me",
+    "Is this plant healthy?", "what's in front of me", "What is written on the sign?",
+    "What does the label on the bottle say?", "Read the menu to me",
 ]
 TEXT_ONLY = [
     "What is the weather like today?", "What is the capital of France?", "Tell me a joke",
     "How do I boil an egg?", "Thanks, that's all", "Set a timer for five minutes",
     "What does photosynthesis mean?", "Who wrote Hamlet?", "Can you say that again?",
+    "Who wrote the book Dune?", "What is the largest ocean?",
 ]
 
 

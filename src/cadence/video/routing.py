@@ -17,6 +17,9 @@ _VISUAL_PATTERNS: tuple[tuple[str, str], ...] = (
     ("look", r"\b(look|looking) at (this|that|these|those|it|my|the)\b|\btake a look\b"),
     ("read", r"\bwhat (does|do|did) (this|that|these|those|it|the \w+)( \w+)? (say|read|show)\b"),
     ("read", r"\b(read|reading) (this|that|it|the \w+|me|out)\b"),
+    ("read", r"\b(written|printed|displayed|typed|handwritten)\b"),
+    ("object", r"\bthe (sign|label|poster|menu|board|whiteboard|note|screen|display|letter|"
+               r"notice|banner|receipt|ticket|package)\b"),
     ("screen", r"\bon (my|the|this) (screen|display|monitor|page|window|slide)\b"),
     ("screen", r"\b(my|the|this) (screen|display|screenshot|window|tab|slide)\b"),
     ("deictic", r"\b(this|that|these|those) (sign|label|thing|object|picture|photo|image|"

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
-
-import pytest
+import pytest_asyncio
 
 from cadence.agent.runtime import Runtime
 from cadence.config import Profile
 
 
-@pytest.fixture(scope="session")
-def runtime() -> Iterator[Runtime]:
-    yield asyncio.run(Runtime.load(Profile()))
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def runtime() -> Runtime:
+    return await Runtime.load(Profile())

@@ -53,8 +53,8 @@ def write_y4m(path: Path, frames: int = 30, width: int = 160, height: int = 120)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def server(loop_runtime: Runtime) -> AsyncIterator[Running]:
-    async with running_server(runtime=loop_runtime, config=MODEL_TEST_CONFIG) as srv:
+async def server(runtime: Runtime) -> AsyncIterator[Running]:
+    async with running_server(runtime=runtime, config=MODEL_TEST_CONFIG) as srv:
         yield srv
 
 

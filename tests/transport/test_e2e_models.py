@@ -36,8 +36,8 @@ def words(text: str) -> str:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def server(loop_runtime: Runtime) -> AsyncIterator[Running]:
-    async with running_server(runtime=loop_runtime, config=MODEL_TEST_CONFIG) as srv:
+async def server(runtime: Runtime) -> AsyncIterator[Running]:
+    async with running_server(runtime=runtime, config=MODEL_TEST_CONFIG) as srv:
         yield srv
 
 
@@ -143,7 +143,7 @@ async def test_sdk_input_text_and_input_image(server: Running) -> None:
 
 
 async def test_aiortc_call_hears_paris(
-    server: Running, question: AudioChunk, loop_runtime: Runtime
+    server: Running, question: AudioChunk, runtime: Runtime
 ) -> None:
     client = await rtc_call(
         server.http, AudioChunk.concat([question, AudioChunk.silence(2.0, 16_000)])
@@ -163,7 +163,7 @@ async def test_aiortc_call_hears_paris(
         assert client.voiced_s() > 1.0  # reply audio arrived as WebRTC media
         await asyncio.sleep(1.0)  # the rest of the reply
         heard = await asyncio.to_thread(
-            loop_runtime.asr.transcribe, client.heard_audio().to(16_000).mono_f32()
+            runtime.asr.transcribe, client.heard_audio().to(16_000).mono_f32()
         )
         assert "paris" in words(heard.text), heard.text  # and it says Paris
     finally:

@@ -12,26 +12,10 @@ import urllib.request
 
 import pytest
 
-# The lead mounts add_serve_parser() into `cadence`; this shim runs the same parser and
-# handler with the main CLI's error handling, so the test does not depend on the wiring.
-SHIM = """
-import argparse, asyncio, sys
-from cadence.errors import CadenceError
-from cadence.transport.cli import add_serve_parser
-parser = argparse.ArgumentParser(prog="cadence")
-add_serve_parser(parser.add_subparsers(dest="command", required=True))
-args = parser.parse_args(sys.argv[1:])
-try:
-    sys.exit(asyncio.run(args.handler(args)))
-except CadenceError as exc:
-    print(f"cadence: error: {exc.message}", file=sys.stderr)
-    sys.exit(2)
-"""
-
 
 def serve(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", SHIM, "serve", *args],
+        [sys.executable, "-m", "cadence.cli", "serve", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -14,11 +14,13 @@ from typing import Any
 import numpy as np
 import pytest
 import websockets
+from aiortc.mediastreams import VideoStreamTrack
 from openai import AsyncOpenAI
 from transport_fakes import FakeSession, fake_factory, tone
 from transport_harness import http, rtc_call, running_server
 
 from cadence.transport.limits import ServerLimits
+from cadence.video.frames import VideoFrame as CadenceFrame
 
 
 @pytest.fixture(autouse=True)
@@ -276,14 +278,15 @@ async def test_input_image_reaches_the_session() -> None:
             assert (
                 error["error"]["code"] == "invalid_image" and error["error"]["event_id"] == "img2"
             )
-        (png, width, height) = FakeSession.instances[0].images[0]
-        assert (width, height) == (64, 48) and png.startswith(b"\x89PNG")
+        (png,) = FakeSession.instances[0].images
+        assert png.startswith(b"\x89PNG")  # re-encoded: no EXIF or other metadata
+        assert Image.open(io.BytesIO(png)).size == (64, 48)
 
 
 async def test_webrtc_call_hears_reply_and_gets_data_channel_events() -> None:
     speech = tone(0.8, 48_000)
     async with running_server(session_factory=fake_factory()) as srv:
-        client = await rtc_call(srv.http, speech)
+        client = await rtc_call(srv.http, speech, video=VideoStreamTrack())
         try:
             await client.wait_for("session.created")
             stopped = await client.wait_for("input_audio_buffer.speech_stopped")
@@ -305,6 +308,8 @@ async def test_webrtc_call_hears_reply_and_gets_data_channel_events() -> None:
             assert client.loud_samples > 48_000 * 0.3  # the reply tone arrived as media
             session = FakeSession.instances[0]
             assert session.played and session.played[-1][1] > 300  # paced position reported
+            assert session.frames  # camera frames, converted to the session's RGB frames
+            assert isinstance(session.frames[0], CadenceFrame) and session.frames[0].width > 0
             client.send({"type": "nonsense"})
             error = await client.wait_for("error")
             assert "unknown client event" in error["error"]["message"]

@@ -55,7 +55,8 @@ class FakeSession:
         self.options = FakeOptions(turn_detection)
         self.clock = MonotonicClock()
         self.history = FakeHistory()
-        self.images: list[tuple[bytes, int, int]] = []
+        self.images: list[bytes] = []
+        self.frames: list[object] = []
         self.played: list[tuple[int, float]] = []
         self.audio_ms = 0.0
         self.reply_s = reply_s
@@ -123,8 +124,11 @@ class FakeSession:
         self._emit(out.UserTurnCommitted(text))
         self._start_reply()
 
-    def add_image(self, png: bytes, width: int, height: int) -> None:
-        self.images.append((png, width, height))
+    def add_image(self, data: bytes) -> None:
+        self.images.append(data)
+
+    def push_frame(self, frame: object) -> None:
+        self.frames.append(frame)
 
     def request_response(self, text: str | None = None) -> None:
         self._start_reply()

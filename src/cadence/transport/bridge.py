@@ -91,11 +91,12 @@ class SessionAdapter:
         (history.add_user if role == "user" else history.add_assistant)(text)
         return True
 
-    def add_image(self, png: bytes, width: int, height: int) -> bool:
+    def add_image(self, png: bytes) -> bool:
+        """A validated still image (PNG) for the session's vision; False if it has none."""
         if hook := self._hook("add_image"):
-            hook(png, width, height)
+            hook(png)
             return True
-        return False  # the VLM path is not wired yet: the item list keeps it
+        return False  # a session without vision: the item list keeps it
 
     def add_function_output(self, call_id: str, output: str) -> bool:
         if hook := self._hook("add_function_output"):
@@ -198,7 +199,7 @@ class RealtimeBridge:
                 max_bytes=limits.max_image_bytes,
                 max_pixels=limits.max_image_pixels,
             )
-            self.adapter.add_image(image.png, image.width, image.height)
+            self.adapter.add_image(image.png)
             if command.text:
                 self.adapter.add_history(command.role, command.text)
         elif command.kind == "audio" and command.audio is not None:

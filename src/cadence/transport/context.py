@@ -22,6 +22,7 @@ from cadence.transport.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+SHUTDOWN_WAIT_S = 10.0
 # (profile, turn_detection) → an unstarted session. The default builds the real Session.
 SessionFactory = Callable[[Profile, bool], SessionLike]
 
@@ -111,8 +112,8 @@ class ServerContext:
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
-        with contextlib.suppress(Exception):
-            await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:  # bounded: one stuck peer must not keep the process from exiting
+            await asyncio.wait(tasks, timeout=SHUTDOWN_WAIT_S)
         for call in list(self.calls.values()):
             with contextlib.suppress(Exception):
                 await call.close()

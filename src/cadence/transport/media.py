@@ -19,6 +19,7 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from cadence.audio.chunk import AudioChunk
+from cadence.video.frames import VideoFrame as CadenceFrame
 
 OUT_RATE = 48_000  # Opus runs at 48 kHz; giving aiortc 48 kHz avoids a second resampling
 FRAME_MS = 20
@@ -136,25 +137,40 @@ def audio_frame_to_chunk(frame: Any) -> AudioChunk:
     return AudioChunk.from_array(np.ascontiguousarray(data), frame.sample_rate, channels=channels)
 
 
+def frame_time_s(frame: Any) -> float:
+    """A media frame's timestamp in seconds (arrival time when it has none)."""
+    if frame.pts is None or frame.time_base is None:
+        return time.monotonic()
+    return float(frame.pts * fractions.Fraction(frame.time_base))
+
+
+def to_cadence_frame(frame: Any, source: str = "camera") -> CadenceFrame:
+    """An aiortc/PyAV video frame → the session's RGB `VideoFrame`, keeping its clock."""
+    pixels = frame.to_ndarray(format="rgb24")
+    if frame.pts is None or frame.time_base is None:
+        return CadenceFrame.at(pixels, time.monotonic(), source)
+    return CadenceFrame(pixels, int(frame.pts), fractions.Fraction(frame.time_base), source)
+
+
 @dataclass(frozen=True)
-class VideoFrame:
+class ReceivedFrame:
     received_s: float  # time.monotonic() on arrival
-    frame: Any  # av.VideoFrame; convert with .to_ndarray(format="rgb24") when used
+    frame: Any  # av.VideoFrame as aiortc decoded it
 
 
 class VideoFrameBuffer:
     """The latest camera/screen frames of a call; the oldest is dropped when full."""
 
     def __init__(self, max_frames: int) -> None:
-        self._frames: deque[VideoFrame] = deque(maxlen=max_frames)
+        self._frames: deque[ReceivedFrame] = deque(maxlen=max_frames)
         self.received = 0
 
     def push(self, frame: Any) -> None:
-        self._frames.append(VideoFrame(time.monotonic(), frame))
+        self._frames.append(ReceivedFrame(time.monotonic(), frame))
         self.received += 1
 
-    def latest(self) -> VideoFrame | None:
+    def latest(self) -> ReceivedFrame | None:
         return self._frames[-1] if self._frames else None
 
-    def frames(self) -> list[VideoFrame]:
+    def frames(self) -> list[ReceivedFrame]:
         return list(self._frames)

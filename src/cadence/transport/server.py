@@ -119,6 +119,11 @@ def make_server(
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
         lifespan="on",
+        # Pinned, not auto-detected: uvloop/httptools appear when other packages pull in
+        # uvicorn[standard], and the server must behave the same either way.
+        loop="asyncio",
+        http="h11",
+        ws="websockets",
         log_level=options.log_level,
         timeout_graceful_shutdown=5,
     )
@@ -242,7 +247,8 @@ async def serve_workers(options: ServeOptions, *, progress: Say, ready_line: Say
             ready_line(f"cadence serving on {url_of(options, port)} ({len(procs)} workers)")
             while not stop.is_set() and any(p.is_alive() for p in procs):
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.5)
+                    async with asyncio.timeout(0.5):
+                        await stop.wait()
     finally:
         for proc in procs:
             if proc.is_alive():

@@ -23,12 +23,20 @@ from cadence.errors import CadenceError, LimitExceeded, ProtocolError
 from cadence.transport.bridge import RealtimeBridge
 from cadence.transport.context import ServerContext, SessionLease
 from cadence.transport.ice import keep_loopback_candidates, rtc_configuration
-from cadence.transport.media import AgentAudioTrack, VideoFrameBuffer, audio_frame_to_chunk
+from cadence.transport.media import (
+    AgentAudioTrack,
+    VideoFrameBuffer,
+    audio_frame_to_chunk,
+    frame_time_s,
+    to_cadence_frame,
+)
 from cadence.transport.protocol import Event, RealtimeProtocol
 
 log = logging.getLogger(__name__)
 CHANNEL_LABEL = "oai-events"
 CONNECT_TIMEOUT_S = 30.0
+CLOSE_TIMEOUT_S = 5.0
+DEFAULT_VIDEO_FPS = 4.0  # frames handed to a session whose vision does not say
 MAX_SDP_BYTES = 64 * 1024
 INBOX_SIZE = 256  # client events waiting to be handled; past it they are refused
 PENDING_SIZE = 256  # server events waiting for the data channel to open; oldest dropped
@@ -128,7 +136,8 @@ class Call:
         """Until hang-up, failure, idleness or shutdown; always closes everything."""
         try:
             try:
-                await asyncio.wait_for(self._connected.wait(), CONNECT_TIMEOUT_S)
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    await self._connected.wait()
             except TimeoutError:
                 self.end("ICE did not connect")
                 return
@@ -159,7 +168,10 @@ class Call:
         idle_s = self.ctx.limits.idle_timeout_s
         while True:
             try:
-                frame = await asyncio.wait_for(track.recv(), idle_s)
+                # asyncio.timeout, not wait_for: 3.11's wait_for swallows a cancellation
+                # that lands as a frame arrives, and this loop would never stop.
+                async with asyncio.timeout(idle_s):
+                    frame = await track.recv()
             except TimeoutError:
                 self.end(f"no microphone audio for {idle_s:.0f} s")
                 return
@@ -169,15 +181,21 @@ class Call:
             self.bridge.push_audio(audio_frame_to_chunk(frame))
 
     async def _read_video(self, track: MediaStreamTrack) -> None:
-        push_video = getattr(self.session, "push_video_frame", None)
+        push_frame = getattr(self.session, "push_frame", None)
+        # Converting to RGB costs CPU: do it only as often as the session keeps frames.
+        vision = getattr(getattr(self.session, "vision", None), "frames", None)
+        fps = float(getattr(vision, "ingest_fps", DEFAULT_VIDEO_FPS))
+        last_s = float("-inf")
         while True:
             try:
                 frame = await track.recv()
             except MediaStreamError:
                 return
             self.video.push(frame)
-            if callable(push_video):
-                push_video(frame)
+            t_s = frame_time_s(frame)
+            if callable(push_frame) and t_s - last_s >= 1.0 / fps:
+                last_s = t_s
+                push_frame(to_cadence_frame(frame))
 
     async def close(self) -> None:
         if self._closed:
@@ -187,7 +205,8 @@ class Call:
         await self.session.close()
         self.audio_out.stop()
         with contextlib.suppress(Exception):
-            await self.pc.close()
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self.pc.close()
         self.lease.release()
         self.ctx.calls.pop(self.id, None)
 

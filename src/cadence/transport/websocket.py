@@ -138,7 +138,9 @@ async def _read(ws: WebSocket, bridge: RealtimeBridge, idle_timeout_s: float) ->
     """Feed client messages until the client leaves (or idles); return the close to send."""
     while True:
         try:
-            message = await asyncio.wait_for(ws.receive(), timeout=idle_timeout_s)
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation.
+            async with asyncio.timeout(idle_timeout_s):
+                message = await ws.receive()
         except TimeoutError:
             await bridge.send(
                 [

@@ -112,6 +112,14 @@ def _add_compare(commands: Any) -> None:
     compare.set_defaults(handler=_compare)
 
 
+def _register_reliability(commands: Any) -> None:
+    from cadence.bench.fuzz import add_fuzz_parser
+    from cadence.bench.soak import add_soak_parser
+
+    add_fuzz_parser(commands)
+    add_soak_parser(commands)
+
+
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     bench = subparsers.add_parser(
         "bench",
@@ -121,4 +129,5 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     commands = bench.add_subparsers(dest="bench_command", required=True)
     _add_run(commands)
     _add_compare(commands)
+    _register_reliability(commands)
     return bench

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from cadence.agent import outputs as out
 from cadence.audio.chunk import AudioChunk
-from cadence.errors import CadenceError
+from cadence.errors import CadenceError, ModelError
 from cadence.transport import client_events as ce
 from cadence.transport.images import load_client_image
 from cadence.transport.metrics import Metrics
@@ -165,6 +165,11 @@ class RealtimeBridge:
             except CadenceError as exc:
                 event_id = command.event_id if isinstance(command, ce.CreateItem) else None
                 events = [self.protocol.error(exc, event_id)]
+            except Exception:  # a bug below must cost this event, never the session
+                log.exception("%s failed", type(command).__name__)
+                events = [
+                    self.protocol.error(ModelError(f"{type(command).__name__} failed; try again"))
+                ]
             await self.send(events)
 
     async def _apply(self, command: ce.Command) -> list[Event]:

@@ -139,6 +139,7 @@ def decode_event(raw: str | bytes, max_bytes: int) -> dict[str, Any]:
         ) from None
     if not isinstance(event, dict):
         raise Rejected(ProtocolError("a client event must be a JSON object with a `type`"))
+    _check_unicode(raw, event)
     event_id = event.get("event_id")
     if event_id is not None and not isinstance(event_id, str):
         raise Rejected(ProtocolError("event_id must be a string"), None, "event_id")
@@ -154,6 +155,21 @@ def decode_event(raw: str | bytes, max_bytes: int) -> dict[str, Any]:
             "type",
         )
     return event
+
+
+def _check_unicode(raw: str | bytes, event: dict[str, Any]) -> None:
+    """JSON may escape lone surrogates (`"\\ud800"`), which no UTF-8 encoder downstream
+    (tokenizers, logs, the wire) accepts: refuse them here, once, at the edge."""
+    marker = b"\\u" if isinstance(raw, bytes) else "\\u"
+    if marker not in raw:  # type: ignore[operator]
+        return
+    try:
+        json.dumps(event, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise Rejected(
+            ProtocolError("the event holds invalid Unicode (a lone surrogate); send UTF-8 text"),
+            event.get("event_id") if isinstance(event.get("event_id"), str) else None,
+        ) from None
 
 
 def field_of(

@@ -1,4 +1,4 @@
-"""Limits enforced at the server's edge: message size, sessions, idle time, buffered audio.
+"""Limits enforced at the server's edge: message size, sessions, idle time, audio, event rate.
 
 Read from the default profile's `[profiles.NAME.limits]` table; every limit has a stated
 overflow policy (an `error` event, a refused session, or a close with a reason).
@@ -33,6 +33,9 @@ class ServerLimits:
     ephemeral_ttl_s: float = 600.0
     # Latest camera/screen frames kept per call (oldest dropped).
     max_video_frames: int = 8
+    # Client events per second per session, over a burst of 2 s worth: past it each event
+    # is dropped with an `error` (`rate_limit_exceeded`). 20 ms audio appends are 50/s.
+    max_events_per_s: float = 200.0
 
     @classmethod
     def from_dict(cls, table: Mapping[str, Any]) -> ServerLimits:
@@ -48,3 +51,23 @@ class ServerLimits:
                 raise ConfigError(f"[limits] {key} must be a positive number, got {value!r}")
             values[key] = int(value) if known[key] in ("int", int) else float(value)
         return cls(**values)
+
+
+class EventRate:
+    """A token bucket: `rate_per_s` sustained, `burst` at once; sans-I/O (the caller's clock)."""
+
+    def __init__(self, rate_per_s: float, burst: float) -> None:
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self._tokens = burst
+        self._last_s: float | None = None
+
+    def allow(self, now_s: float) -> bool:
+        if self._last_s is not None:
+            elapsed = max(0.0, now_s - self._last_s)
+            self._tokens = min(self.burst, self._tokens + elapsed * self.rate_per_s)
+        self._last_s = now_s
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False

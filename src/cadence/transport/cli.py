@@ -34,6 +34,7 @@ async def _serve(args: argparse.Namespace) -> int:
         local_only=args.local_only,
         ice_servers=tuple(args.ice_server),
         log_level=args.log_level,
+        drain_seconds=args.drain_seconds,
     )
     await serve(options, progress=_say, ready_line=_ready)
     return 0
@@ -67,6 +68,13 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="worker processes sharing the port (each loads its own models)",
+    )
+    serve.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=10.0,
+        help="on SIGTERM: refuse new sessions (/readyz 503) and give live ones this long to "
+        "finish before closing them (default 10; 0 stops at once)",
     )
     serve.add_argument(
         "--tls-cert", type=Path, help="TLS certificate (PEM); browsers need HTTPS off localhost"

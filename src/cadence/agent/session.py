@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 TICK_MS = 20.0
 PARTIAL_INTERVAL_MS = 400.0
 MAX_UTTERANCE_S = 30.0
-ECHO_SETTLE_MS = 600.0  # how long after playback starts an unknown echo delay defers barge-in
+ECHO_SETTLE_MS = 500.0  # how long after playback starts an unknown echo delay defers barge-in
+NO_ECHO_AFTER_MS = 1500.0  # this much played without an echo path found: the device has none
 OUTPUT_QUEUE_SIZE = 4096
 
 
@@ -87,6 +88,7 @@ class Session:
         self._echo_checked_ms = 0.0
         self._segment_start_ms = 0.0
         self._playback_started_ms = 0.0
+        self._echo_free_device = False
         self._last_partial_ms = -1e9
         self._asr_request: tuple[bool, np.ndarray, float] | None = None
         self._asr_wakeup = asyncio.Event()
@@ -225,6 +227,7 @@ class Session:
         gen = self.playout.generation
         if gen is not None:
             played = self.playout.advance(now)
+            self._learn_echo_free()
             self._feed(ev.PlaybackProgress(now, gen, played))
             g = self._generations.get(gen)
             if g and g.finished and self.playout.remaining_ms <= 0:
@@ -281,11 +284,15 @@ class Session:
     def _echo_undecided(self, now: float) -> bool:
         """Just after the agent starts talking, its echo may reach the mic before the echo
         guard has seen enough of it to find the delay: wait a little before judging."""
-        return (
-            self.playout.generation is not None
-            and self.echo.delay_ms is None
-            and now - self._playback_started_ms < ECHO_SETTLE_MS
-        )
+        if self.playout.generation is None or self.echo.delay_ms is not None:
+            return False
+        return not self._echo_free_device and now - self._playback_started_ms < ECHO_SETTLE_MS
+
+    def _learn_echo_free(self) -> None:
+        """Played this long and no echo path ever appeared: a headset, or a browser with echo
+        cancellation. Barge-in is then never deferred for this session."""
+        if self.echo.delay_ms is None and self.playout.played_ms > NO_ECHO_AFTER_MS:
+            self._echo_free_device = True
 
     def _recheck_echo(self, now: float) -> None:
         """The VAD stays in one segment while echo runs on: if the user starts talking over

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from pathlib import Path
@@ -120,14 +121,45 @@ def _register_reliability(commands: Any) -> None:
     add_soak_parser(commands)
 
 
+async def _vision(args: argparse.Namespace) -> int:
+    from cadence.video.bench import format_records, vision_latency
+
+    records = await asyncio.to_thread(
+        vision_latency,
+        frame_counts=tuple(args.frames),
+        runs=args.runs,
+        device=args.device,
+        real_size=args.real_size,
+    )
+    print(format_records(records))
+    return 0
+
+
+def _add_vision(commands: Any) -> None:
+    vision = commands.add_parser(
+        "vision",
+        help="vision-stage latency: frame to first token, per backend",
+        description="Time from a frame to the first token for the scene reader (OCR, the CPU "
+        "default) and each transformers VLM family (tiny random weights on CPU; "
+        "--real-size builds real-size architectures, for a GPU).",
+    )
+    vision.add_argument("--frames", type=int, nargs="+", default=[1, 4], help="frames per turn")
+    vision.add_argument("--runs", type=int, default=3, help="timed runs per case (median)")
+    vision.add_argument("--device", default="cpu", help="torch device for the VLMs")
+    vision.add_argument("--real-size", action="store_true", help="real-size random weights")
+    vision.set_defaults(handler=_vision)
+
+
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     bench = subparsers.add_parser(
         "bench",
-        help="benchmark latency at the client (run, compare)",
-        description="Latency benchmarks: `run` measures, `compare` diffs two result files.",
+        help="benchmark latency at the client (run, compare, vision, fuzz, soak)",
+        description="Latency benchmarks: `run` measures, `compare` diffs two result files, "
+        "`vision` times the vision stage; `fuzz` and `soak` test robustness.",
     )
     commands = bench.add_subparsers(dest="bench_command", required=True)
     _add_run(commands)
     _add_compare(commands)
     _register_reliability(commands)
+    _add_vision(commands)
     return bench

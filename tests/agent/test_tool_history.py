@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tool_fakes import FakeLLM, Gate, Harness, weather_registry  # type: ignore[import-not-found]
 
 from cadence.agent import outputs as out
 from cadence.agent.tools import ToolSpec
-from tool_fakes import FakeLLM, Gate, Harness, weather_registry  # type: ignore[import-not-found]
 
 QUESTION = "What's the weather in Paris?"
 PHASES = ["arguments", "running", "holding", "answer", "after"]
@@ -135,6 +135,23 @@ async def test_a_cut_side_effect_is_reported_and_never_rerun_silently() -> None:
         assert "may have gone through" in prompt
 
 
+async def test_a_reply_dropped_because_the_user_went_on_settles_its_call() -> None:
+    gate = Gate()
+    async with Harness(FakeLLM(), weather_registry(gate)) as h:
+        h.speak(QUESTION)
+        await h.advance(1500.0)  # silence: the turn ends and the reply calls the tool
+        assert await h.until(lambda: gate.runs == 1)
+        h.speak("and in London?")  # nothing was heard yet: the user just went on
+        await h.pump()
+        record = next(iter(h.session.history.tool_calls.values()))
+        assert record.status == "cancelled" and json.loads(record.output or "")["reason"] == (
+            "user_resumed"
+        )
+        gate.opened.set()
+        await h.finish()
+        check_invariants(h)
+
+
 async def test_a_client_call_left_without_output_is_closed_by_the_next_turn() -> None:
     async with Harness(FakeLLM()) as h:
         h.session.set_tools([ToolSpec("get_weather", "Get the weather.")])
@@ -200,6 +217,7 @@ async def _scenario(
             await h.pump(2)
         gate.opened.set()
         await h.finish()
+        check_invariants(h)  # at rest: before close() settles anything still open
         await h.close()
         check_invariants(h)
 

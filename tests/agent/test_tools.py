@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 import pytest
+from tool_fakes import FakeLLM, Gate, Harness, weather_registry  # type: ignore[import-not-found]
 
 from cadence.agent import outputs as out
 from cadence.agent.tool_decision import (
@@ -26,7 +27,6 @@ from cadence.agent.tools import ToolRegistry, ToolSpec, schema_from_function
 from cadence.errors import ConfigError, InputError
 from cadence.llm.base import ChatMessage
 from cadence.llm.json_grammar import bounded_schema, max_json_chars
-from tool_fakes import FakeLLM, Gate, Harness, weather_registry  # type: ignore[import-not-found]
 
 
 class Unit(enum.Enum):
@@ -179,11 +179,11 @@ def test_tools_from_the_profile_config() -> None:
 
 # ---- the decision rule ------------------------------------------------------------------------
 
-WEATHER = ToolSpec("get_weather", "Get the current weather in a city.", {
-    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})  # fmt: skip
-TIME = ToolSpec("get_time", "Get the current time in a city.", WEATHER.parameters)
-BOOK = ToolSpec("book_table", "Book a restaurant table.", {
-    "type": "object", "properties": {"restaurant": {"type": "string"}, "time": {"type": "string"}}})  # fmt: skip
+CITY = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+WEATHER = ToolSpec("get_weather", "Get the current weather in a city.", CITY)
+TIME = ToolSpec("get_time", "Get the current time in a city.", CITY)
+TABLE = {"restaurant": {"type": "string"}, "time": {"type": "string"}}
+BOOK = ToolSpec("book_table", "Book a restaurant table.", {"type": "object", "properties": TABLE})
 TOOLS = [WEATHER, TIME, BOOK]
 
 
@@ -329,3 +329,34 @@ async def test_client_tool_round_trip_in_the_session() -> None:
         roles = [m.role for m in h.session.history.items]
         assert roles == ["user", "tool", "assistant"]
         assert h.session.history.tool_problems() == []
+
+
+def test_a_toml_profile_configures_tools_and_their_choice(tmp_path: Any) -> None:
+    from tool_fakes import FakeASR, FakeTTS
+
+    from cadence.agent.runtime import Runtime
+    from cadence.agent.session import Session
+    from cadence.config import load_config
+    from cadence.llm.factory import SESSION_KEYS
+
+    path = tmp_path / "cadence.toml"
+    path.write_text(
+        """
+[profiles.concierge.llm.tool_calling]
+choice = "required"
+holding_phrase = "Just a second."
+
+[[profiles.concierge.tools]]
+function = "test_tools:forecast"
+side_effects = false
+timeout_s = 3
+"""
+    )
+    profile = load_config(path).profile("concierge")
+    assert "tool_calling" in SESSION_KEYS  # not passed to the backend's options
+    runtime = Runtime(asr=FakeASR(), llm=FakeLLM(), tts=FakeTTS())  # type: ignore[arg-type]
+    session = Session(runtime, profile)
+    assert session.tools.options.choice == ToolChoice("required")
+    assert session.tools.options.holding_phrase == "Just a second."
+    spec = session.tools.registry.get("forecast")
+    assert spec is not None and spec.timeout_s == 3

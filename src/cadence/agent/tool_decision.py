@@ -1,19 +1,5 @@
-"""Whether a turn calls a tool, which one, and its arguments: rules first, then the model
-under a JSON-schema grammar, so a call from even a 135M model is always well-formed.
-
-The rule (documented in docs/tools.md), in order:
-1. `tool_choice` "none", no tools, or a backend without grammar decoding → answer directly.
-2. The context already ends with a tool output → answer it (one call per turn).
-3. A named `tool_choice` → call that tool. "required" → call the best-matching tool (all
-   tools when none matches).
-4. "auto" with `decision="keywords"` (the default): a tool matches when the user's words
-   name it (a word of its name or keywords) or share two words with its description and
-   parameters. No match → answer directly, at no model cost. The best-scoring matches are
-   the candidates; the model picks among ties. With `decision="model"` the model also may
-   choose "none" (for larger models; SmolLM2-135M cannot judge it reliably).
-Stage two decodes the arguments under the tool's schema. With `ground_strings`, free text
-arguments must be words of the user's turn (the grammar offers only those), so a small
-model cannot invent a city the user never said.
+"""Whether a reply calls a tool, which one, and its arguments: a stated rule first, then the
+model under a JSON-schema grammar, so even a 135M model's call is always well-formed.
 """
 
 from __future__ import annotations
@@ -192,16 +178,20 @@ def _signature(spec: ToolSpec) -> str:
     return f"{spec.name}({params}): {spec.description}".strip()
 
 
-def decision_messages(specs: Sequence[ToolSpec], user_text: str) -> list[ChatMessage]:
-    """The decision prompt: the tool list and the user's words, nothing else (measured: a
-    135M model fills arguments best from a short prompt that lists signatures)."""
+def decision_messages(
+    specs: Sequence[ToolSpec], messages: Sequence[ChatMessage]
+) -> list[ChatMessage]:
+    """The conversation, then one more user message listing the tools and repeating the
+    request. Measured on SmolLM2-135M: arguments are as good as with a tool-only prompt,
+    and the conversation prefix stays shared with the spoken answer's prompt, so llama.cpp's
+    KV cache serves it (the answer's first token: ~45 ms instead of ~160 ms)."""
     lines = "\n".join(_signature(spec) for spec in specs)
-    system = (
-        "You decide if a tool is needed.\nTools:\n"
-        f"{lines}\n"
-        'Reply with JSON: {"tool": ..., "arguments": ...} to use a tool.'
+    ask = (
+        f"Tools:\n{lines}\n"
+        'Reply with JSON: {"tool": ..., "arguments": ...} to use a tool.\n'
+        f"Request: {last_user_text(messages)}"
     )
-    return [ChatMessage("system", system), ChatMessage("user", user_text)]
+    return [*messages, ChatMessage("user", ask)]
 
 
 def call_prefix(name: str) -> str:
@@ -226,7 +216,16 @@ async def decide(
     options: DecisionOptions,
     model: object,
 ) -> Decision:
-    """Stage one: which tool to call, if any (see the module docstring for the rule)."""
+    """Stage one: which tool to call, if any. The rule, in order (docs/tools.md):
+
+    1. `tool_choice` "none", no tools, or a backend without grammar decoding → answer.
+    2. The prompt already ends with a tool output → answer it (one call per turn).
+    3. A named choice → that tool; "required" → the best-matching tool (any when none
+       matches).
+    4. "auto" with `decision="keywords"`: the tools the user's words name (`candidates`);
+       none → answer at no model cost; a tie → the model picks under an enum grammar.
+       `decision="model"` lets the model also pick "none" among all tools.
+    """
     choice = options.choice
     if choice.mode == "none" or not specs:
         return Decision(None, "tool_choice_none" if specs else "no_tools")
@@ -247,7 +246,8 @@ async def decide(
     if len(found) == 1 and not model_decides:
         return Decision(found[0], "keywords" if choice.mode == "auto" else "required")
     names = [spec.name for spec in found] + ([NONE_CHOICE] if model_decides else [])
-    picked = await _complete(model, decision_messages(found, text), {"enum": names}, '{"tool": ')
+    prompt = decision_messages(found, messages)
+    picked = await _complete(model, prompt, {"enum": names}, '{"tool": ')
     if picked == NONE_CHOICE:
         return Decision(None, "model_answered")
     return Decision(next(s for s in found if s.name == picked), "model_picked")
@@ -257,9 +257,8 @@ async def argument_deltas(
     model: JsonDecoder, spec: ToolSpec, messages: Sequence[ChatMessage], ground: bool
 ) -> AsyncIterator[str]:
     """Stage two: the arguments' JSON text as the model decodes it under the tool's schema."""
-    text = last_user_text(messages)
-    schema = argument_schema(spec, text, ground)
-    prompt = decision_messages([spec], text)
+    schema = argument_schema(spec, last_user_text(messages), ground)
+    prompt = decision_messages([spec], messages)
     async for delta in model.stream_json(prompt, schema, prefix=call_prefix(spec.name)):
         yield delta
 

@@ -1,10 +1,5 @@
-"""A reply that may call a tool: decide, stream the call's arguments, run it (speaking a
-holding phrase when it is slow), answer from its result, and settle every call exactly once.
-
-`ToolTurns.writer` plugs into `run_generation`; the session calls `settle` when the turn
-controller commits or cancels a generation, so a barge-in at any phase leaves one output
-per call in the history: the result, or a cancellation saying whether the tool may have
-acted. A speculative reply may decide, but it acts only once it becomes the answer.
+"""A reply that may call a tool: decide, stream the arguments, run it (a holding phrase if
+it is slow), answer from its result, and settle every call exactly once (docs/tools.md).
 """
 
 from __future__ import annotations
@@ -45,6 +40,7 @@ class ToolCall:
     generation: int
     arguments: str = ""
     phase: Phase = "arguments"
+    ran: bool = False  # the tool was started (or handed to the client): it may have acted
     started_ms: float | None = None
     output: str | None = None
     status: ToolStatus = "pending"
@@ -55,7 +51,7 @@ class ToolCall:
 def cancellation(call: ToolCall, reason: str) -> str:
     """The output a call gets when its turn ends before its result: says what may be true."""
     body: dict[str, Any] = {"cancelled": True, "reason": reason, "tool": call.spec.name}
-    if call.phase == "arguments":
+    if not call.ran:
         body["ran"] = False
     elif call.spec.side_effects:
         body["may_have_completed"] = True
@@ -66,7 +62,12 @@ def cancellation(call: ToolCall, reason: str) -> str:
 
 
 class ToolTurns:
-    """The session's tools: the decision for each reply, the calls, and their settlement."""
+    """The session's tools: the decision for each reply, the calls, and their settlement.
+
+    `writer` plugs into `run_generation`; the session calls `settle` when the turn
+    controller commits or cancels a reply, so a barge-in at any phase leaves one output per
+    call: the result, or a cancellation saying whether the tool may have acted. A
+    speculative reply may decide, but it acts only once it becomes the answer."""
 
     def __init__(
         self,
@@ -123,7 +124,7 @@ class ToolTurns:
             await speech.stream(self.llm.stream(messages))
             return
         if call.spec.client:
-            call.phase = "awaiting_client"  # the reply ends here; the client runs it
+            call.phase, call.ran = "awaiting_client", True  # the reply ends; the client runs it
             return
         result = await self._execute(gen, call, json.loads(call.arguments), speech)
         self._finish(call, result)
@@ -185,7 +186,7 @@ class ToolTurns:
                 "have gone through; ask the user to confirm before doing it again",
             }
             return ToolResult(to_output(body), "failed", 0.0)
-        call.phase, call.started_ms = "running", self._now_ms()
+        call.phase, call.ran, call.started_ms = "running", True, self._now_ms()
         call.task = asyncio.create_task(
             self.registry.call(call.spec.name, arguments), name=f"tool-{call.call_id}"
         )
@@ -225,7 +226,7 @@ class ToolTurns:
         task = call.task
         if call.phase == "running" and task is not None and task.done() and not task.cancelled():
             self._finish(call, task.result())  # it finished just before the turn ended
-        ran = call.phase != "arguments"
+        ran = call.ran
         if call.phase in ("arguments", "running"):
             call.output, call.status = cancellation(call, reason), "cancelled"
             self._emit(

@@ -1,9 +1,5 @@
-"""Tools an agent can call: plain Python functions (schema from their type hints) run by the
-server, and functions a Realtime client declares and runs itself.
-
-`ToolRegistry.register` turns a function into a `ToolSpec` (name, description, JSON-schema
-parameters); `ToolRegistry.call` runs it off the event loop with a timeout and returns JSON
-text, so a slow or failing tool never stalls the session and always yields one output.
+"""Tools an agent can call: Python functions (JSON schema from their type hints) the server
+runs off the event loop with a timeout, and functions a Realtime client declares and runs.
 """
 
 from __future__ import annotations
@@ -301,6 +297,8 @@ class ToolRegistry:
                 timeout_s=timeout_s,
                 keywords=tuple(keywords),
             )
+            if spec.name in self._tools:
+                raise ConfigError(f"a tool named {spec.name!r} is already registered")
             hints = typing.get_type_hints(target, include_extras=True)
             self._tools[spec.name] = _Tool(spec, target, hints)
             return target

@@ -14,7 +14,7 @@ from cadence.errors import ConfigError
 from cadence.llm.base import LLMBackend
 
 # Keys of [llm] that configure the session rather than the backend.
-SESSION_KEYS = frozenset({"backend", "prosody_hints"})
+SESSION_KEYS = frozenset({"backend", "prosody_hints", "tool_calling"})
 
 
 def make_llm(table: Mapping[str, Any]) -> LLMBackend:

@@ -477,11 +477,15 @@ class LlamaCppBackend:
         llama = instance.load()
         prompt = instance.encode(messages) + instance.reply_opener()
         prompt += instance.tokens(prefix) if prefix else []
-        if self.options.n_ctx - len(prompt) < cap:
+        # The schema's bound is far above what real values take; the context is the limit
+        # in practice. Reaching it mid-value is an error below, never a truncated value.
+        room = self.options.n_ctx - len(prompt)
+        if room < min(cap, 16):
             raise ModelError(
-                f"the prompt ({len(prompt)} tokens) leaves less than the {cap} tokens a JSON "
-                f"value may need in the {self.options.n_ctx}-token context: trim the history"
+                f"the prompt ({len(prompt)} tokens) leaves no room for a JSON value in the "
+                f"{self.options.n_ctx}-token context: trim the history"
             )
+        cap = min(cap, room)
         stop_ids = {instance.im_end, instance.im_start, llama.token_eos()}
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         text = ""
@@ -505,8 +509,8 @@ class LlamaCppBackend:
             json.loads(text)
         except ValueError:
             raise ModelError(
-                f"llama.cpp stopped inside a JSON value ({text[:80]!r}); the grammar should "
-                "make this impossible: report it with the schema"
+                f"llama.cpp ran out of room inside a JSON value ({text[:80]!r}); give the "
+                "schema tighter maxLength/maxItems or trim the history"
             ) from None
 
     def _generate_into(

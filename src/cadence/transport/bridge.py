@@ -19,6 +19,7 @@ from cadence.transport import client_events as ce
 from cadence.transport.images import load_client_image
 from cadence.transport.metrics import Metrics
 from cadence.transport.protocol import Event, RealtimeProtocol
+from cadence.transport.tool_events import SetTools
 
 log = logging.getLogger(__name__)
 ASR_RATE = 16_000
@@ -57,6 +58,10 @@ class SessionAdapter:
 
     def __init__(self, session: SessionLike) -> None:
         self.session = session
+
+    def set_tools(self, command: SetTools) -> None:
+        if hook := self._hook("set_tools"):
+            hook(list(command.tools), command.choice)
 
     def _hook(self, name: str) -> Callable[..., Any] | None:
         hook = getattr(self.session, name, None)
@@ -193,6 +198,8 @@ class RealtimeBridge:
                 session.cancel_response()
             case ce.CreateItem():
                 return await self._create_item(command)
+            case SetTools():
+                self.adapter.set_tools(command)
         return []
 
     async def _create_item(self, command: ce.CreateItem) -> list[Event]:

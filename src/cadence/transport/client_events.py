@@ -20,6 +20,7 @@ from cadence.errors import (
     LimitExceeded,
     ProtocolError,
 )
+from cadence.transport.tool_events import SetTools
 
 REALTIME_RATE = 24_000  # the only PCM rate of the Realtime API
 CLIENT_EVENT_TYPES = frozenset(
@@ -119,6 +120,7 @@ Command = (
     | ReportPlayed
     | RequestResponse
     | CancelResponse
+    | SetTools
 )
 
 

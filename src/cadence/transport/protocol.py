@@ -18,6 +18,7 @@ from cadence.transport import client_events as ce
 from cadence.transport.limits import EventRate, ServerLimits
 from cadence.transport.replies import Conversation, Event, EventIds, ItemRecord, Replies
 from cadence.transport.session_config import apply_update, default_session
+from cadence.transport.tool_events import ToolEvents
 
 MIN_COMMIT_MS = 100.0  # as OpenAI: committing less than this is an error
 RATE_LIMITED = "rate_limit_exceeded"  # the error code of events dropped by the rate limit
@@ -71,6 +72,7 @@ class RealtimeProtocol:
         expires = int(wall_clock()) + 3600
         self.config = default_session(self.session_id, model, instructions, voice, expires)
         self._items = Conversation(self._ids, self.limits.max_items)
+        self._tools = ToolEvents(self._ids, self._items)
         self._replies = Replies(
             self._ids,
             self._items,
@@ -301,7 +303,11 @@ class RealtimeProtocol:
             case out.ResponseAudio():
                 return self._replies.audio(item)
             case out.ResponseDone():
-                return self._replies.done(item)
+                events = self._replies.done(item)
+                return self._tools.complete_response_done(events, item.generation)
+            case out.ToolCallStarted() | out.ToolCallArguments() | out.ToolCallFinished():
+                reply = self._replies.replies.get(item.generation)
+                return self._tools.on_output(item, reply.response_id if reply else None)
             case out.StateUpdate() if self.extensions:
                 return [{"type": "cadence.state", "state": item.state}]
             case out.SessionError():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from cadence.errors import AudioFormatError, ProtocolError
+from cadence.errors import AudioFormatError, InputError, ProtocolError
 from cadence.transport.client_events import (
     REALTIME_RATE,
     Command,
@@ -17,6 +17,7 @@ from cadence.transport.client_events import (
     SetInstructions,
     SetTurnDetection,
 )
+from cadence.transport.tool_events import set_tools_command
 
 VAD_TYPES = ("server_vad", "semantic_vad")
 DEFAULT_TURN_DETECTION: dict[str, Any] = {
@@ -166,4 +167,9 @@ def apply_update(
     for key in ("tool_choice", "max_output_tokens", "tracing", "truncation", "prompt", "include"):
         if key in patch:
             new[key] = patch[key]
+    if "tools" in patch or "tool_choice" in patch:
+        try:
+            commands.append(set_tools_command(new))
+        except InputError as exc:
+            raise Rejected(exc, event_id, "session.tools") from None
     return new, commands

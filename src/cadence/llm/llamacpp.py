@@ -339,7 +339,9 @@ class LlamaCppBackend:
         loop = asyncio.get_running_loop()
         channel = _TokenChannel(loop, self.options.queue_tokens)
         instance = await self._pool.acquire()
-        job = self._submit(instance, self._generate, instance, messages, options, channel)
+        job = self._submit(
+            instance, self._into_channel, channel, self._generate_into, instance, messages, options
+        )
         try:
             while (item := await self._next(channel)) is not _END:
                 yield cast(str, item)
@@ -367,7 +369,15 @@ class LlamaCppBackend:
         channel = _TokenChannel(asyncio.get_running_loop(), self.options.queue_tokens)
         instance = await self._pool.acquire()
         job = self._submit(
-            instance, self._generate_json, instance, messages, grammar, prefix, cap, channel
+            instance,
+            self._into_channel,
+            channel,
+            self._generate_json_into,
+            instance,
+            messages,
+            grammar,
+            prefix,
+            cap,
         )
         try:
             while (item := await self._next(channel)) is not _END:
@@ -435,31 +445,12 @@ class LlamaCppBackend:
         llama.eval(ids[:-1])
         llama.eval(ids[-1:])
 
-    def _generate(
-        self,
-        instance: _Instance,
-        messages: Sequence[ChatMessage],
-        options: GenerationOptions,
-        channel: _TokenChannel,
-    ) -> None:
+    @staticmethod
+    def _into_channel(channel: _TokenChannel, produce: Callable[..., None], *args: Any) -> None:
+        """Run a producer in the worker thread; its end or its failure closes the channel,
+        so the reader never waits on a generation that is over."""
         try:
-            self._generate_into(instance, messages, options, channel)
-        except BaseException as exc:
-            channel.close(_Failure(exc))
-        else:
-            channel.close(_END)
-
-    def _generate_json(
-        self,
-        instance: _Instance,
-        messages: Sequence[ChatMessage],
-        grammar: LlamaGrammar,
-        prefix: str,
-        cap: int,
-        channel: _TokenChannel,
-    ) -> None:
-        try:
-            self._generate_json_into(instance, messages, grammar, prefix, cap, channel)
+            produce(*args, channel)
         except BaseException as exc:
             channel.close(_Failure(exc))
         else:

@@ -186,6 +186,11 @@ function onEvent(event) {
       const out = response.output && response.output[0];
       if (out) {
         const li = entry(out.id, "agent");
+        if (response.status === "cancelled" && !li.dataset.text) {
+          li.remove(); // a reply dropped before a word was heard: nothing to show
+          items.delete(out.id);
+          break;
+        }
         li.classList.toggle("interrupted", response.status === "cancelled");
         const content = out.content && out.content[0];
         if (content) call.turns.push({ role: "agent", text: content.transcript || content.text || "" });

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -171,6 +171,22 @@ class Session:
         self._recheck_echo(now)
         self._maybe_partial(now)
         self._feed(ev.VoiceProbability(now, self._vad.probability))
+
+    def set_turn_detection(self, enabled: bool) -> None:
+        """Server-side turns (True), or manual ones: commit + `request_response()` (False).
+        The controller then never answers on its own, even from a partial transcript."""
+        self.options = replace(self.options, turn_detection=enabled)
+        self.controller.config = replace(self.controller.config, auto_respond=enabled)
+
+    def set_instructions(self, instructions: str) -> None:
+        self.profile = self.profile.with_instructions(instructions)
+
+    def add_history_item(self, role: str, text: str) -> None:
+        """A message the client adds to the conversation without asking for a reply."""
+        if role == "user":
+            self.history.add_user(text)
+        elif role == "assistant":
+            self.history.add_assistant(text)
 
     def push_frame(self, frame: VideoFrame) -> None:
         """A camera or screen frame (the buffer keeps a few, dropping the oldest)."""

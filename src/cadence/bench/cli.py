@@ -114,11 +114,13 @@ def _add_compare(commands: Any) -> None:
 
 
 def _register_reliability(commands: Any) -> None:
+    from cadence.bench.capacity import add_capacity_parser
     from cadence.bench.fuzz import add_fuzz_parser
     from cadence.bench.soak import add_soak_parser
 
     add_fuzz_parser(commands)
     add_soak_parser(commands)
+    add_capacity_parser(commands)
 
 
 async def _vision(args: argparse.Namespace) -> int:

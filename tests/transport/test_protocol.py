@@ -498,3 +498,24 @@ def test_item_memory_is_bounded() -> None:
     for generation in range(1, 10):
         _reply(p, generation, 0.1)
     assert len(p._items) == 4
+
+
+def test_the_user_item_is_committed_before_the_response_to_it() -> None:
+    """OpenAI's order: committed → user item → response.created, even though cadence
+    commits the user turn only when the answer is first heard."""
+    p = make()
+    events = p.on_output(out.UserSpeechStarted(100.0), 100.0)
+    events += p.on_output(out.UserSpeechStopped(1900.0), 1960.0)
+    events += p.on_output(out.UserTranscript("What is the capital of France?", True), 2050.0)
+    events += p.on_output(out.ResponseStarted(1), 2100.0)
+    events += p.on_output(out.UserTurnCommitted("What is the capital of France?"), 2300.0)
+    kinds = [e["type"] for e in events]
+    created = kinds.index("response.created")
+    assert kinds.index("input_audio_buffer.committed") < created
+    user_added = [
+        i
+        for i, e in enumerate(events)
+        if e["type"] == "conversation.item.added" and e["item"]["role"] == "user"
+    ]
+    assert len(user_added) == 1 and user_added[0] < created  # and not echoed again later
+    assert events[user_added[0]]["item"]["content"][0]["transcript"].startswith("What is")

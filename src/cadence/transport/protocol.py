@@ -84,6 +84,10 @@ class RealtimeProtocol:
         self._committed_item: str | None = None
         self._partial = ""
         self._pending_texts: list[str] = []  # typed user texts the session will echo back
+        # The final transcript of the speech item in progress, and user texts committed to
+        # the client before the session committed them (see `_commit_before_response`).
+        self._final: tuple[str, str] | None = None
+        self._early_texts: list[str] = []
         self._buffered_ms = 0.0  # input audio since the last commit/clear
         self._audio_total_ms = 0.0  # the input audio timeline (Realtime audio_*_ms)
         self._audio_clock_ms: float | None = None
@@ -297,7 +301,7 @@ class RealtimeProtocol:
             case out.UserTurnCommitted():
                 return self._user_turn(item.text)
             case out.ResponseStarted():
-                return self._replies.started(item.generation)
+                return self._commit_before_response() + self._replies.started(item.generation)
             case out.ResponseText():
                 return self._replies.text(item)
             case out.ResponseAudio():
@@ -318,7 +322,22 @@ class RealtimeProtocol:
             case _:  # playback control, assistant commits, state without extensions
                 return []
 
+    def _commit_before_response(self) -> list[Event]:
+        """Realtime clients see the user's item before the response to it. cadence commits
+        a user turn when its answer is first heard (so a user who goes on talking merges into
+        one turn); commit the item now, from the final transcript, and skip the later echo."""
+        if self._speech_item is None or self._final is None or self._final[0] != self._speech_item:
+            return []
+        text = self._final[1]
+        self._final = None
+        events = self._user_turn(text)
+        self._early_texts.append(text)
+        del self._early_texts[:-16]
+        return events
+
     def _transcript(self, item: out.UserTranscript) -> list[Event]:
+        if item.final and self._speech_item is not None and item.text.strip():
+            self._final = (self._speech_item, item.text.strip())
         if item.final or self._speech_item is None:
             return []
         # cadence re-transcribes the whole utterance; Realtime deltas only append, so send
@@ -340,6 +359,9 @@ class RealtimeProtocol:
     def _user_turn(self, text: str) -> list[Event]:
         if text in self._pending_texts:  # a typed item, already confirmed to the client
             self._pending_texts.remove(text)
+            return []
+        if text.strip() in self._early_texts:  # committed before its response started
+            self._early_texts.remove(text.strip())
             return []
         item_id = self._committed_item or self._speech_item or self._id("item")
         events: list[Event] = []

@@ -6,6 +6,7 @@ HTTP stack that reads bodies; uvicorn runs the WebSocket on the `websockets` lib
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -24,6 +25,7 @@ from cadence.transport.auth import (
     presented_token,
 )
 from cadence.transport.context import ServerContext
+from cadence.transport.loop_lag import LoopLagMonitor
 from cadence.transport.websocket import error_body, realtime_websocket
 
 WEB_FILES = {
@@ -165,7 +167,13 @@ class LoopbackHostMiddleware:
 def build_app(ctx: ServerContext) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
+        monitor = asyncio.create_task(LoopLagMonitor(ctx.metrics).run(), name="loop-lag")
+        try:
+            yield
+        finally:
+            monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await monitor
         await ctx.shutdown()  # calls are not HTTP connections: uvicorn does not close them
 
     app = Starlette(

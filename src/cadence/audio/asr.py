@@ -316,7 +316,7 @@ class Transcriber:
     def transcribe(self, audio_16k_f32: np.ndarray) -> AsrResult:
         """Recognize one utterance; empty text (with `dropped`) for silence or non-speech."""
         start = time.perf_counter()
-        audio = self._check(audio_16k_f32)
+        audio = as_mono_float(audio_16k_f32)
         duration = len(audio) / SAMPLE_RATE
         o = self.options
         if duration > o.max_utterance_s:
@@ -342,16 +342,6 @@ class Transcriber:
             language=ref[0].language,
             dropped=None if kept else pieces[0].dropped,
         )
-
-    def _check(self, audio: np.ndarray) -> np.ndarray:
-        arr = np.asarray(audio)
-        if arr.ndim == 2 and 1 in arr.shape:
-            arr = arr.reshape(-1)
-        if arr.ndim != 1:
-            raise InputError(f"ASR needs 1-D mono audio, got shape {arr.shape}")
-        if not np.issubdtype(arr.dtype, np.floating):
-            raise InputError(f"ASR needs float audio at 16 kHz, got {arr.dtype}; convert first")
-        return np.nan_to_num(arr.astype(np.float32, copy=False), nan=0.0, posinf=1.0, neginf=-1.0)
 
     def _features(self, audio: np.ndarray) -> np.ndarray:
         o = self.options
@@ -436,6 +426,18 @@ class Transcriber:
         ):
             return "phantom"
         return None
+
+
+def as_mono_float(audio: np.ndarray) -> np.ndarray:
+    """The one input check of every recognizer: 1-D float audio, NaN/inf zeroed."""
+    arr = np.asarray(audio)
+    if arr.ndim == 2 and 1 in arr.shape:
+        arr = arr.reshape(-1)
+    if arr.ndim != 1:
+        raise InputError(f"ASR needs 1-D mono audio, got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise InputError(f"ASR needs float audio at 16 kHz, got {arr.dtype}; convert first")
+    return np.nan_to_num(arr.astype(np.float32, copy=False), nan=0.0, posinf=1.0, neginf=-1.0)
 
 
 def load_transcriber(options: AsrOptions | None = None) -> Transcriber:

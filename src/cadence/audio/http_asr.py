@@ -15,9 +15,16 @@ import httpx2
 import numpy as np
 import soundfile as sf
 
-from cadence.audio.asr import PHANTOM_PHRASES, SAMPLE_RATE, AsrResult, frame_dbfs, normalize_words
+from cadence.audio.asr import (
+    PHANTOM_PHRASES,
+    SAMPLE_RATE,
+    AsrResult,
+    as_mono_float,
+    frame_dbfs,
+    normalize_words,
+)
 from cadence.audio.chunk import float32_to_pcm16
-from cadence.errors import ConfigError, InputError, LimitExceeded, ModelError
+from cadence.errors import ConfigError, LimitExceeded, ModelError
 from cadence.net.client import Engine, EngineOptions
 
 _FORMATS = ("json", "verbose_json")
@@ -67,7 +74,7 @@ class HttpTranscriber:
     def transcribe(self, audio_16k_f32: np.ndarray) -> AsrResult:
         """Recognize one utterance; empty text (with `dropped`) for silence or non-speech."""
         start = time.perf_counter()
-        audio = _mono_float(audio_16k_f32)
+        audio = as_mono_float(audio_16k_f32)
         duration = len(audio) / SAMPLE_RATE
         o = self.options
         if duration > o.max_utterance_s:
@@ -145,17 +152,6 @@ class HttpTranscriber:
         ):
             return "phantom"
         return None
-
-
-def _mono_float(audio: np.ndarray) -> np.ndarray:
-    arr = np.asarray(audio)
-    if arr.ndim == 2 and 1 in arr.shape:
-        arr = arr.reshape(-1)
-    if arr.ndim != 1:
-        raise InputError(f"ASR needs 1-D mono audio, got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.floating):
-        raise InputError(f"ASR needs float audio at 16 kHz, got {arr.dtype}; convert first")
-    return np.nan_to_num(arr.astype(np.float32, copy=False), nan=0.0, posinf=1.0, neginf=-1.0)
 
 
 def _ms(start: float) -> float:

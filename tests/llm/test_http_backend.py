@@ -68,7 +68,9 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     command = [
         sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()),
         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "1",
-    ]
+        # One request at a time; a new one must wait, not cut the running reply short.
+        "--interrupt_requests", "false",
+    ]  # fmt: skip
     with log.open("wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -202,14 +204,28 @@ class Stub:
 SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
 
 
-def sse(delta: str) -> bytes:
-    chunk = {"choices": [{"index": 0, "delta": {"content": delta}, "finish_reason": None}]}
+def sse(delta: str, finish: str | None = None) -> bytes:
+    chunk = {"choices": [{"index": 0, "delta": {"content": delta}, "finish_reason": finish}]}
     return f"data: {json.dumps(chunk)}\n\n".encode()
 
 
 async def answer_hello(body: bytes, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-    w.write(SSE_HEAD + sse("Hel") + sse("lo.") + b'data: {"choices": []}\n\n' + b"data: [DONE]\n\n")
+    w.write(SSE_HEAD + sse("Hel") + sse("lo.") + sse("", "stop") + b'data: {"choices": []}\n\n')
+    w.write(b"data: [DONE]\n\n")
     await w.drain()
+
+
+async def test_a_reply_cut_short_by_the_engine_is_an_error_not_a_short_answer() -> None:
+    """llama-cpp-python's server answers `[DONE]` mid-reply to a request when another one
+    arrives (its `interrupt_requests`); without a finish_reason the reply is not whole."""
+
+    async def cut(body: bytes, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(SSE_HEAD + sse("The capital") + b"data: [DONE]\n\n")
+        await w.drain()
+
+    async with Stub(cut) as stub:
+        with pytest.raises(ModelError, match="ended the reply early"):
+            await collect(backend_at(stub.port), FRANCE)
 
 
 async def test_the_body_on_the_wire_is_openai_wire_and_carries_the_key(
@@ -305,6 +321,47 @@ async def test_a_stalled_engine_is_a_stage_timeout(answered: bool) -> None:
         release.set()
 
 
+async def test_an_engine_sending_only_keepalives_is_a_stage_timeout() -> None:
+    """Comments (llama-cpp-python pings, proxies) keep the socket busy but are no reply."""
+    release = asyncio.Event()
+
+    async def pings(body: bytes, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(SSE_HEAD + sse("Hel"))
+        for _ in range(100):  # bounded: 10 s at most
+            w.write(b": ping\n\n")
+            await w.drain()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(release.wait(), 0.1)
+                return
+
+    async with Stub(pings) as stub:
+        backend = backend_at(stub.port, read_timeout_s=0.5)
+        got: list[str] = []
+        start = time.monotonic()
+        with pytest.raises(StageTimeout, match=r"sent nothing for 0\.5 s \(no reply event\)"):
+            async for delta in backend.stream(FRANCE):
+                got.append(delta)
+        assert 0.45 < time.monotonic() - start < 2.0
+        assert got == ["Hel"]
+        release.set()
+
+
+async def test_a_reply_that_is_not_an_event_stream_is_a_model_error() -> None:
+    async def html(body: bytes, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        page = b"<html>a login page</html>"
+        w.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
+            + f"Content-Length: {len(page)}\r\n\r\n".encode()
+            + page
+        )
+        await w.drain()
+
+    async with Stub(html) as stub:
+        with pytest.raises(ModelError, match=r"no valid event stream.*text/html") as caught:
+            await collect(backend_at(stub.port), FRANCE)
+    assert type(caught.value) is ModelError and "API base" in caught.value.message
+
+
 @pytest.mark.parametrize(
     ("status", "error"),
     [(503, BackendUnavailable), (429, BackendUnavailable), (404, ConfigError), (400, ModelError)],
@@ -316,7 +373,8 @@ async def test_http_errors_name_the_engine_and_its_message(
         payload = json.dumps({"error": {"message": "the model is on fire"}}).encode()
         w.write(
             f"HTTP/1.1 {status} Oops\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload
+            f"Content-Length: {len(payload)}\r\n\r\n".encode()
+            + payload
         )
         await w.drain()
 

@@ -5,15 +5,16 @@ Streams `/v1/chat/completions` over server-sent events; closing the stream close
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx2
 
-from cadence.errors import CadenceError, ConfigError, ModelError
+from cadence.errors import CadenceError, ConfigError, ModelError, StageTimeout
 from cadence.llm.base import ChatMessage, GenerationOptions
 from cadence.llm.openai_wire import build_chat_request
 from cadence.net.client import Engine, EngineOptions
@@ -117,24 +118,62 @@ class OpenAIChatBackend:
             messages, model=self.options.model, options=options or self.generation
         )
         response = await self._engine.open("POST", self._chat_url, json=body)
+        events = httpx2.EventSource(response).__aiter__()
+        finished = False
         try:
-            async for event in httpx2.EventSource(response):
+            while (event := await self._next_event(events)) is not None:
                 if event.data.strip() == "[DONE]":
-                    return
-                delta = self._delta(event.data)
+                    break
+                delta, reason = self._delta(event.data)
+                finished = finished or reason
                 if delta:
                     yield delta
+            if not finished:
+                # Every OpenAI-compatible engine ends a reply with a `finish_reason`; a
+                # stream without one was cut short (llama-cpp-python's server does this to
+                # a request when another arrives, unless started with
+                # `--interrupt_requests false`). Speaking half a reply as whole would lie.
+                raise ModelError(
+                    f"the LLM engine at {self._chat_url} ended the reply early "
+                    "(no finish_reason); is it interrupting concurrent requests?"
+                )
+        except httpx2.SSEError as exc:  # not an event stream, or an event over the size limit
+            raise ModelError(
+                f"the LLM engine at {self._chat_url} sent no valid event stream ({exc}); "
+                "check that url is the engine's OpenAI-compatible API base (.../v1)"
+            ) from None
         except httpx2.HTTPError as exc:
             raise self._engine.transport_error(exc, self._chat_url) from None
         finally:
+            if isinstance(events, AsyncGenerator):
+                await events.aclose()
             # Unread body: the connection is dropped, not pooled, so generation stops.
             await response.aclose()
+
+    async def _next_event(
+        self, events: AsyncIterator[httpx2.ServerSentEvent]
+    ) -> httpx2.ServerSentEvent | None:
+        """The next event, or None at the end. Each must come within read_timeout_s: an
+        engine that only sends keep-alive comments (llama-cpp-python pings every 15 s,
+        proxies too) keeps the socket's read timeout from firing, yet makes no progress."""
+        try:
+            async with asyncio.timeout(self.options.read_timeout_s):
+                return await anext(events)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            raise StageTimeout(
+                f"the LLM engine at {self._chat_url} sent nothing for "
+                f"{self.options.read_timeout_s} s (no reply event); it may be stalled or "
+                "overloaded: add capacity or raise read_timeout_s"
+            ) from None
 
     async def aclose(self) -> None:
         """Close this worker's connections to the engine."""
         await self._engine.aclose()
 
-    def _delta(self, data: str) -> str:
+    def _delta(self, data: str) -> tuple[str, bool]:
+        """The text of one streamed chunk, and whether it ends the reply."""
         try:
             chunk = json.loads(data)
         except ValueError:
@@ -142,7 +181,7 @@ class OpenAIChatBackend:
                 f"the LLM engine at {self._chat_url} sent a malformed event: {data[:120]!r}"
             ) from None
         if not isinstance(chunk, dict):
-            return ""
+            return "", False
         if chunk.get("error"):
             # vLLM and SGLang report a failure after the 200 as an event like this.
             error = chunk["error"]
@@ -150,10 +189,11 @@ class OpenAIChatBackend:
             raise ModelError(f"the LLM engine at {self._chat_url} failed mid-reply: {message}")
         choices = chunk.get("choices") or []  # the final usage chunk has none
         if not choices or not isinstance(choices[0], dict):
-            return ""
+            return "", False
         # `reasoning_content` (thinking models) is never spoken: only `content` counts.
         content = (choices[0].get("delta") or {}).get("content")
-        return content if isinstance(content, str) else ""
+        finished = bool(choices[0].get("finish_reason"))
+        return (content if isinstance(content, str) else ""), finished
 
     async def _calibrate(self, system_prompt: str) -> None:
         sample = f"{system_prompt}\n{_CALIBRATION_TEXT}"

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cadence.bench.engine import llama_cpp_engine
 from cadence.bench.runner import BenchOptions, run_bench
 from cadence.bench.stats import Dist
+from cadence.errors import ConfigError
 
 KNEE_BUDGETS_MS = (600.0, 1000.0)
 
@@ -73,27 +75,39 @@ def format_steps(steps: Sequence[Step]) -> str:
 
 
 async def capacity_command(args: argparse.Namespace) -> int:
-    steps: list[Step] = []
-    async with _server(args.target, args.config) as target:
-        for n in ramp(args.max_sessions):
-            options = BenchOptions(
-                target=target,
-                scenarios="single",
-                sessions=n,
-                trials=args.trials,
-                warmup=1 if not steps else 0,
-                token=args.token,
-                seed=len(steps),
-            )
-            result = await run_bench(options)
-            turns = result.turns
-            answered = sum(t.answered for t in turns) / len(turns) if turns else 0.0
-            steps.append(Step(n, len(turns), answered, Dist.of(t.v2v_ms for t in turns)))
-            print(format_steps(steps).splitlines()[-3], flush=True)
-            if steps[-1].v2v.p95 is None or steps[-1].v2v.p95 > max(KNEE_BUDGETS_MS):
-                break  # past every budget: more sessions only take longer
-    print(format_steps(steps))
+    if args.engine and (args.target or args.config):
+        raise ConfigError("--engine starts its own server and engine: drop --target/--config")
+    async with contextlib.AsyncExitStack() as stack:
+        config = args.config
+        if args.engine:
+            config = await stack.enter_async_context(llama_cpp_engine(args.engine_threads))
+        target = await stack.enter_async_context(
+            _server(args.target, str(config) if config else None)
+        )
+        print(format_steps(await _ramp(target, args)))
     return 0
+
+
+async def _ramp(target: str, args: argparse.Namespace) -> list[Step]:
+    steps: list[Step] = []
+    for n in ramp(args.max_sessions):
+        options = BenchOptions(
+            target=target,
+            scenarios="single",
+            sessions=n,
+            trials=args.trials,
+            warmup=1 if not steps else 0,
+            token=args.token,
+            seed=len(steps),
+        )
+        result = await run_bench(options)
+        turns = result.turns
+        answered = sum(t.answered for t in turns) / len(turns) if turns else 0.0
+        steps.append(Step(n, len(turns), answered, Dist.of(t.v2v_ms for t in turns)))
+        print(format_steps(steps).splitlines()[-3], flush=True)
+        if steps[-1].v2v.p95 is None or steps[-1].v2v.p95 > max(KNEE_BUDGETS_MS):
+            break  # past every budget: more sessions only take longer
+    return steps
 
 
 def add_capacity_parser(commands: Any) -> None:
@@ -110,4 +124,13 @@ def add_capacity_parser(commands: Any) -> None:
     capacity.add_argument("--trials", type=int, default=3, help="questions per session per step")
     capacity.add_argument("--token")
     capacity.add_argument("--config", type=Path, help="TOML config for the started server")
+    capacity.add_argument(
+        "--engine",
+        choices=["llama-cpp"],
+        help="shared-engine layout: start llama-cpp-python's server on the embedded LLM and "
+        "point the started server's LLM stage at it over HTTP (needs the dev extra)",
+    )
+    capacity.add_argument(
+        "--engine-threads", type=int, default=1, help="threads of the --engine server"
+    )
     capacity.set_defaults(handler=capacity_command)

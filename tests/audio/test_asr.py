@@ -23,11 +23,11 @@ from cadence.audio.asr import (
     StreamingTranscriber,
     Transcriber,
     assemble_split_model,
-    normalize_words,
     resolve_model_dir,
     trim_repetition,
     trim_restart,
 )
+from cadence.audio.transcript_rules import normalize_words
 from cadence.bench.voices import concat_turns, make_noise, synthesize
 from cadence.errors import ConfigError, LimitExceeded, ModelNotInstalled
 

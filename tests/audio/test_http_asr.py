@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import soxr
 
-from cadence.audio.asr import normalize_words
 from cadence.audio.http_asr import HttpAsrOptions, HttpTranscriber
+from cadence.audio.transcript_rules import normalize_words
 from cadence.errors import BackendUnavailable, ConfigError, ModelError, StageTimeout
 
 

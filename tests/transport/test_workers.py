@@ -28,6 +28,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from cadence.bench.engine import engine_command
+
 pytestmark = pytest.mark.models
 
 QUESTION = "What is the capital of France?"
@@ -68,12 +70,7 @@ def llama_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 
     port = free_port()
     log = tmp_path_factory.mktemp("llama") / "server.log"
-    command = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()),
-        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "1",
-        # One request at a time; a new one must wait, not cut the running reply short.
-        "--interrupt_requests", "false",
-    ]  # fmt: skip
+    command = engine_command(port, threads=1, model_path=default_model_path())
     with log.open("wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     try:

@@ -401,6 +401,11 @@ def test_options_are_checked_up_front() -> None:
         OpenAIChatOptions(url="127.0.0.1:8000", model="m")
     with pytest.raises(ConfigError, match="NO_SUCH_KEY_VAR"):
         OpenAIChatOptions(url="http://h/v1", model="m", api_key_env="NO_SUCH_KEY_VAR")
+    with pytest.raises(ConfigError, match="must not carry credentials") as refused:
+        OpenAIChatOptions(url="http://user:s3cret@h/v1", model="m")
+    assert "s3cret" not in str(refused.value)  # error messages must never echo the secret
+    with pytest.raises(ConfigError, match="waits 102 s in all"):
+        OpenAIChatOptions(url="http://h/v1", model="m", connect_retries=10)
 
 
 def test_count_tokens_before_calibration_over_counts_english() -> None:

@@ -13,6 +13,7 @@ import time
 import weakref
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx2
 
@@ -22,6 +23,7 @@ from cadence.errors import BackendUnavailable, CadenceError, ConfigError, ModelE
 _CONNECT_ERRORS = (httpx2.ConnectError, httpx2.ConnectTimeout)
 _ERROR_BODY_BYTES = 4096  # an error body is read only this far: enough for the message
 _DETAIL_CHARS = 300
+MAX_BACKOFF_TOTAL_S = 30.0  # all connect-retry waits of one request together
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,12 @@ class EngineOptions:
     max_connections: int = 64  # per worker process: concurrent requests to this engine
 
     def __post_init__(self) -> None:
+        if "@" in urlsplit(self.url).netloc:
+            # Checked first and never echoed: error messages name the engine's URL.
+            raise ConfigError(
+                "engine url must not carry credentials (user:password@host); "
+                "put the key in the variable named by api_key_env"
+            )
         if not self.url.startswith(("http://", "https://")):
             raise ConfigError(
                 f"engine url {self.url!r} must start with http:// or https:// "
@@ -54,6 +62,13 @@ class EngineOptions:
         for name, ok in checks.items():
             if not ok:
                 raise ConfigError(f"engine option {name}={getattr(self, name)!r} is out of range")
+        backoff_total_s = self.retry_backoff_s * (2**self.connect_retries - 1)
+        if backoff_total_s > MAX_BACKOFF_TOTAL_S:
+            raise ConfigError(
+                f"connect_retries={self.connect_retries} with retry_backoff_s="
+                f"{self.retry_backoff_s} waits {backoff_total_s:.0f} s in all before giving up; "
+                f"a caller cannot wait that long (keep it under {MAX_BACKOFF_TOTAL_S:.0f} s)"
+            )
         if self.api_key_env and self.api_key_env not in os.environ:
             raise ConfigError(
                 f"api_key_env names ${self.api_key_env}, which is not set in the environment"

@@ -133,11 +133,16 @@ class Harness:
         *,
         tool_budget_ms: float = 60_000.0,
         speculate: bool = False,
+        tts: Any = None,
+        turns: Mapping[str, Any] | None = None,
     ) -> None:
         self.llm = llm or FakeLLM()
         self.clock = SimClock()
-        runtime = Runtime(asr=FakeASR(), llm=self.llm, tts=FakeTTS())  # type: ignore[arg-type]
-        profile = Profile(budgets={"tool": tool_budget_ms}, turns={"speculate": speculate})
+        runtime = Runtime(asr=FakeASR(), llm=self.llm, tts=tts or FakeTTS())  # type: ignore[arg-type]
+        # `finish()` moves this clock 200 ms per few ms of real work: a slow-start holding
+        # phrase would come at random, so it is off unless a test sets `holding_phrase_ms`.
+        turn_config = {"speculate": speculate, "holding_phrase_ms": 1e9, **(turns or {})}
+        profile = Profile(budgets={"tool": tool_budget_ms}, turns=turn_config)
         self.session = Session(
             runtime,
             profile,

@@ -25,6 +25,7 @@ from cadence.agent.history import History
 from cadence.agent.playout import Playout
 from cadence.agent.runtime import Runtime
 from cadence.agent.sight import SessionVision
+from cadence.agent.stalls import StallWatch, stalled_error
 from cadence.agent.tool_decision import DecisionOptions
 from cadence.agent.tool_turn import ToolTurns
 from cadence.agent.tools import ToolRegistry, ToolSpec
@@ -115,6 +116,7 @@ class Session:
             records=self._records,
             budget_ms=self.budgets.tool_ms,
         )
+        self.stalls = StallWatch(lambda: self.controller.config, self._holding_phrase)
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -240,6 +242,7 @@ class Session:
 
     def tick(self) -> None:
         now = self.clock.now_ms()
+        self._watch_answer(now)
         gen = self.playout.generation
         if gen is not None:
             played = self.playout.advance(now)
@@ -250,6 +253,20 @@ class Session:
                 self.playout.stop()
                 self._feed(ev.PlaybackDone(now, gen))
         self._feed(ev.Tick(now))
+
+    def _watch_answer(self, now: float) -> None:
+        """The answer in progress: a holding phrase when it is slow to start, a stop when a
+        stage stalls (agent/stalls.py); failed with nothing to play, it ends at once."""
+        gen = self._generations.get(self.controller.generation or -1)
+        if gen is None or gen.cancelled or not gen.started_response:
+            return
+        audible = self.playout.generation == gen.generation
+        self.stalls.check(gen, self._records.get(gen.generation), now, audible=audible)
+        if gen.finished and gen.error and not audible:
+            self._feed(ev.PlaybackDone(now, gen.generation))
+
+    def _holding_phrase(self) -> str:
+        return self.tools.options.holding_phrase
 
     @property
     def asr_busy(self) -> bool:
@@ -635,6 +652,11 @@ class Session:
         record = self._records.pop(generation, None)
         if gen.started_response and not gen.finished:
             latency = record.to_dict() if record else {}
+            if reason == "stalled":  # no audio stall_ms after it was due: a failure, not a cancel
+                error = stalled_error(gen, self.controller.config.stall_ms)
+                self._emit(out.SessionError(error.code, error.message))
+                self._emit(out.ResponseDone(generation, gen.text, "failed", latency, error.message))
+                return
             self._emit(out.ResponseDone(generation, gen.text, "cancelled", latency, reason))
 
     # ---- plumbing --------------------------------------------------------------------

@@ -196,8 +196,10 @@ class ToolTurns:
                 record = self._records.get(gen.generation)
                 if record is not None:
                     record.breach("tool", f"tool > {self.budget_ms:.0f}ms")
-                    record.degrade("tool", Degrade.HOLDING_PHRASE)
-                await speech.say(self.options.holding_phrase)
+                if not speech.held:  # a slow start may have had it said already (stalls.py)
+                    if record is not None:
+                        record.degrade("tool", Degrade.HOLDING_PHRASE)
+                    await speech.say(self.options.holding_phrase)
             return await call.task
         except asyncio.CancelledError:
             call.task.cancel()  # an async tool stops; a thread runs on, its result dropped

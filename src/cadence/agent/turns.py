@@ -39,10 +39,14 @@ class TurnConfig:
     max_hold_ms: float = 2500.0  # "yeah, and..." still going: hold this long at most
     max_user_turn_ms: float = 30_000.0  # ASR window: a longer monologue is committed in parts
     stall_ms: float = 15_000.0  # an answer with no audio this long after it was due is dropped
+    # The session's side (agent/stalls.py): no audio this long after the end of user speech,
+    # the holding phrase is spoken; past `stall_ms` without progress, the reply fails.
+    holding_phrase_ms: float = 1_500.0
 
     def __post_init__(self) -> None:
         for name in ("speculative_silence_ms", "asr_final_wait_ms", "resume_after_ms",
-                     "max_hold_ms", "max_user_turn_ms", "stall_ms"):  # fmt: skip
+                     "max_hold_ms", "max_user_turn_ms", "stall_ms",
+                     "holding_phrase_ms"):  # fmt: skip
             if not getattr(self, name) > 0:
                 raise ConfigError(f"turn config {name} must be > 0 ms, not {getattr(self, name)}")
         if not 0 < self.echo_threshold <= 1:
@@ -412,14 +416,18 @@ class TurnController:
             held_ms = now - self._hold_since_ms
             # Feedback words and the user still talking: let the final decide ("yeah, but").
             talking = self._speech_active and turn is not None and bool(words(turn.text))
-            if self._hold == "reply" and held_ms >= c.resume_after_ms and (
-                not talking or held_ms >= c.max_hold_ms
+            if (
+                self._hold == "reply"
+                and held_ms >= c.resume_after_ms
+                and (not talking or held_ms >= c.max_hold_ms)
             ):
                 out.append(ev.Metric("false_interruption", gen.id, "no words"))
                 self._resume(out)  # the candidate stays open: late words still barge in
             if turn and turn.speech_end_ms is not None and not self._speech_active:
-                if (turn.candidate or self._hold == "resume") and not turn.final and (
-                    now - turn.speech_end_ms >= c.asr_final_wait_ms
+                if (
+                    (turn.candidate or self._hold == "resume")
+                    and not turn.final
+                    and (now - turn.speech_end_ms >= c.asr_final_wait_ms)
                 ):
                     if turn.candidate:
                         self._turn = None  # no words ever came: noise

@@ -453,6 +453,7 @@ class Session:
                         action.generation, action.text, action.interrupted, self.playout.played_ms
                     )
                 )
+                self._forget_if_finished(action.generation)
             case ev.StateChanged():
                 state = action.state.value
                 if state in ("user_speaking", "interrupted"):
@@ -462,6 +463,14 @@ class Session:
                 self.metrics[action.name] = self.metrics.get(action.name, 0) + 1
 
     # ---- generations -----------------------------------------------------------------
+
+    def _forget_if_finished(self, generation: int) -> None:
+        """A committed reply whose task is done is history now; keeping it would grow a long
+        session's memory by one reply (text, clauses, tool calls) per turn. One still
+        running is dropped by the cancel that follows its commit."""
+        gen = self._generations.get(generation)
+        if gen is not None and gen.finished and self.playout.generation != generation:
+            del self._generations[generation]
 
     def _settle_tools(self, generation: int, interrupted: bool) -> None:
         """Tool calls go into the history after the user turn, before the reply's words."""

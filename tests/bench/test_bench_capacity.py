@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cadence.bench.capacity import Step, format_steps, knee, ramp
+from cadence.bench.records import TurnRecord
 from cadence.bench.stats import Dist
 
 
@@ -34,3 +35,13 @@ def test_the_table_names_both_knees() -> None:
     text = format_steps([step(1, 400), step(2, 800)])
     assert "knee at v2v p95 ≤ 600 ms: 1 session(s)" in text
     assert "knee at v2v p95 ≤ 1000 ms: 2 session(s)" in text
+
+
+def test_turns_answered_first_by_a_holding_phrase_are_counted() -> None:
+    record = TurnRecord("single", 0, 0, 0, "question", "piper", 1.0, 99.0, "Hi?")
+    assert not record.held
+    record.server = {"v2v": 1510.0, "degraded": ["v2v:quick_acknowledgement"]}
+    assert record.held
+    table = format_steps([Step(4, 12, 1.0, Dist(12, 900, 900, 1600, 1600), held=2)])
+    assert table.splitlines()[0].split()[-1] == "held"
+    assert table.splitlines()[1].split()[-1] == "2"

@@ -63,6 +63,13 @@ class TurnRecord:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
+    @property
+    def held(self) -> bool:
+        """The first audio was a holding phrase ("One moment…"), not the answer: the server
+        said it because the answer was late (its latency record names the degrade)."""
+        degraded = self.server.get("degraded") or []
+        return any(str(d).endswith("quick_acknowledgement") for d in degraded)
+
     def stage(self, name: str) -> float | None:
         """A metric of this turn by name: client `v2v`, `barge_in_stop`, or a server stage."""
         if name == "v2v":

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,11 +114,17 @@ class Speech:
         """Speak model text deltas (`llm.stream(...)`) as clauses, flushing at the end."""
         gen = self.gen
         chunker = ClauseChunker()
-        while (delta := await self._next(deltas)) is not None:
-            gen.text += delta
-            self._callbacks.on_delta(gen.generation, delta)
-            for clause in chunker.push(delta):
-                await self._put(clause)
+        try:
+            while (delta := await self._next(deltas)) is not None:
+                gen.text += delta
+                self._callbacks.on_delta(gen.generation, delta)
+                for clause in chunker.push(delta):
+                    await self._put(clause)
+        finally:
+            # Cancelled while waiting on a full clause queue, the model's stream must still
+            # end now (a remote engine hangs up and stops generating), not when collected.
+            if isinstance(deltas, AsyncGenerator):
+                await deltas.aclose()
         for clause in chunker.flush():
             await self._put(clause)
 

@@ -97,6 +97,7 @@ class Session:
         self._generations: dict[int, Generation] = {}
         self._reference = np.zeros(0, np.float32)  # audible generation's audio at 16 kHz
         self._records: dict[int, LatencyRecord] = {}
+        self._unheard_errors: dict[int, out.SessionError] = {}  # of speculative replies
         self._pending_anchor: tuple[float, float] | None = None  # (speech end, endpoint) ms
         self._last_final_ms: float | None = None
         self._turn: _HeardTurn | None = None  # the latest final transcript with its audio
@@ -571,16 +572,26 @@ class Session:
             )
         except CadenceError as exc:
             gen.error = exc.message
-            self._emit(out.SessionError(exc.code, exc.message))
+            self._report(gen, out.SessionError(exc.code, exc.message))
         except Exception:
             log.exception("generation %d failed", gen.generation)
             gen.error = "the reply failed"
-            self._emit(out.SessionError("server_error", f"generation {gen.generation} failed"))
+            self._report(
+                gen, out.SessionError("server_error", f"generation {gen.generation} failed")
+            )
         gen.finished = True
         if gen.error:
             self._feed(ev.LlmDone(self.clock.now_ms(), gen.generation))
         if gen.started_response:
             self._finish_response(gen)
+
+    def _report(self, gen: Generation, error: out.SessionError) -> None:
+        """A speculative reply's failure is the client's business only if it becomes the
+        answer: held until promoted, dropped with the speculation otherwise."""
+        if gen.started_response:
+            self._emit(error)
+        else:
+            self._unheard_errors[gen.generation] = error
 
     def _live(self, generation: int) -> Generation | None:
         gen = self._generations.get(generation)
@@ -638,6 +649,8 @@ class Session:
         held, gen.held = gen.held, []
         for clause, audio in held:
             self._release(gen, clause, audio, now)
+        if (error := self._unheard_errors.pop(generation, None)) is not None:
+            self._emit(error)
         if gen.finished:
             self._finish_response(gen)
 
@@ -648,6 +661,7 @@ class Session:
         self._emit(out.ResponseDone(gen.generation, gen.text, status, latency, gen.error))
 
     def _cancel(self, generation: int, reason: str) -> None:
+        self._unheard_errors.pop(generation, None)
         gen = self._generations.pop(generation, None)
         if gen is None:
             return

@@ -58,6 +58,7 @@ class StallWatchdog:
                 reported = True
                 frame = sys._current_frames().get(self.loop_thread)
                 stack = "".join(traceback.format_stack(frame, limit=15)) if frame else "?"
+                del frame  # kept, it would keep the stack's locals (a whole session) alive
                 self.stacks.append(stack)
                 log.warning(
                     "event loop blocked for %.0f ms so far; the loop thread is at:\n%s",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import ipaddress
 import json
 import logging
@@ -413,9 +414,7 @@ async def _serve_until_stopped(
             return
         await asyncio.sleep(0.02)
     if load_runtime:
-        from cadence.agent.runtime import Runtime
-
-        loading = asyncio.create_task(Runtime.load(ctx.config.profile(), progress=progress))
+        loading = asyncio.create_task(_load(ctx, progress))
         await asyncio.wait({loading, serving}, return_when=asyncio.FIRST_COMPLETED)
         if not loading.done():  # stopped by a signal while loading
             loading.cancel()
@@ -430,6 +429,16 @@ async def _serve_until_stopped(
     ctx.mark_ready()
     on_ready(bound_port(server) if sockets is None else sockets[0].getsockname()[1])
     await serving
+
+
+async def _load(ctx: ServerContext, progress: Say) -> Any:
+    """The models, and the session module (scipy & co.) imported in a thread: imported by
+    the first session instead, it blocked the event loop for ~0.5 s (seen in the soak)."""
+    from cadence.agent.runtime import Runtime
+
+    runtime = await Runtime.load(ctx.config.profile(), progress=progress)
+    await asyncio.to_thread(importlib.import_module, "cadence.agent.session")
+    return runtime
 
 
 async def serve(options: ServeOptions, *, progress: Say, ready_line: Say) -> None:

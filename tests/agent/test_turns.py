@@ -849,6 +849,36 @@ def _(s: Sim) -> None:
     assert s.user_turns()[1] == "Stop now."
 
 
+@scenario("barge-in-words-only-in-a-late-final-are-not-lost")
+def _(s: Sim) -> None:
+    # No partial, and the final lands 500 ms after speech end (a loaded recognizer): the
+    # candidate was given up as noise at 300 ms and playback resumed; the words revive it.
+    ask(s)
+    s.say(3000, "Say hello.", dur_ms=700, partial_every_ms=5000, final_delay_ms=420.0)
+    s.run(11_000)
+    assert s.count(ResumePlayback) == 1 and s.metrics["barge_in"] == 1
+    assert s.user_turns() == [Q, "Say hello."]
+    assert "hello" in normalize(s.starts[-1].user_text)
+
+
+@scenario("question-over-the-end-of-a-reply-with-a-late-final-is-answered")
+def _(s: Sim) -> None:
+    ask(s)
+    s.say(REPLY_START + 3600, "Say hello.", dur_ms=700, partial_every_ms=5000, final_delay_ms=600)
+    s.run(13_000)
+    assert s.user_turns()[1] == "Say hello."
+    assert "hello" in normalize(s.starts[-1].user_text)
+
+
+@scenario("a-final-later-than-late-final-ms-stays-noise")
+def _(s: Sim) -> None:
+    ask(s)
+    s.say(3000, "Say hello.", dur_ms=700, partial_every_ms=5000, final_delay_ms=2500.0)
+    s.run(11_000)
+    assert s.metrics["barge_in"] == 0 and s.user_turns() == [Q]
+    assert s.assistant_turns()[0] == full("france")
+
+
 @scenario("barge-in-during-thinking-after-manual-request")
 def _(s: Sim) -> None:
     s.at(100, lambda t: ResponseRequested(t, "Hello there"))

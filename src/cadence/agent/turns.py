@@ -42,11 +42,14 @@ class TurnConfig:
     # The session's side (agent/stalls.py): no audio this long after the end of user speech,
     # the holding phrase is spoken; past `stall_ms` without progress, the reply fails.
     holding_phrase_ms: float = 1_500.0
+    # A barge-in candidate given up for want of words is taken back if its final transcript
+    # brings words this soon after its speech ended (a loaded recognizer is late).
+    late_final_ms: float = 2_000.0
 
     def __post_init__(self) -> None:
         for name in ("speculative_silence_ms", "asr_final_wait_ms", "resume_after_ms",
                      "max_hold_ms", "max_user_turn_ms", "stall_ms",
-                     "holding_phrase_ms"):  # fmt: skip
+                     "holding_phrase_ms", "late_final_ms"):  # fmt: skip
             if not getattr(self, name) > 0:
                 raise ConfigError(f"turn config {name} must be > 0 ms, not {getattr(self, name)}")
         if not 0 < self.echo_threshold <= 1:
@@ -139,6 +142,7 @@ class TurnController:
         self._next_id = 1
         self._gen: _Generation | None = None
         self._turn: _Turn | None = None
+        self._given_up: _Turn | None = None  # a wordless candidate a late final may revive
         self._speech_active = False
         self._segment_start_ms = 0.0
         self._hold: str | None = None  # "reply": possible barge-in; "resume": user went on
@@ -216,8 +220,19 @@ class TurnController:
         else:
             self._continue_turn(turn, audio_ms, was_active)
 
+    def _revived(self, event: ev.Transcript) -> _Turn | None:
+        """The candidate given up as noise, if this late final shows it had words after all:
+        dropping it would lose what the user said (asked over the end of a reply, say)."""
+        turn, self._given_up = self._given_up, None
+        if turn is None or turn.speech_end_ms is None or self._speech_active:
+            return None
+        if not words(event.text) or self._now - turn.speech_end_ms > self.config.late_final_ms:
+            return None
+        return turn
+
     def _begin_turn(self, audio_ms: float, out: list[ev.Action], *, candidate: bool) -> None:
         self._turn = _Turn(start_ms=audio_ms, candidate=candidate)
+        self._given_up = None
         out.append(ev.BeginUserTurn(audio_ms))
 
     def _continue_turn(self, turn: _Turn, audio_ms: float, was_active: bool) -> None:
@@ -235,6 +250,8 @@ class TurnController:
             self._turn.final = False
 
     def _on_transcript(self, event: ev.Transcript, out: list[ev.Action]) -> None:
+        if self._turn is None and event.final:
+            self._turn = self._revived(event)
         turn, gen = self._turn, self._gen
         if turn is None:
             return  # speech we did not listen to (echo, barge-in off)
@@ -430,7 +447,8 @@ class TurnController:
                     and (now - turn.speech_end_ms >= c.asr_final_wait_ms)
                 ):
                     if turn.candidate:
-                        self._turn = None  # no words ever came: noise
+                        self._turn = None  # no words ever came: noise, unless a late final
+                        self._given_up = turn  # brings some (`_revived`)
                     self._resume(out)
             if self._gen and not self._gen.audible and self._hold is None:
                 if now - self._gen.due_ms >= c.stall_ms:

@@ -511,10 +511,15 @@ def add_soak_parser(commands: Any) -> None:
         "soak",
         help="N spoken sessions for M minutes: every turn answered? server RSS, fds, threads "
         "and event-loop lag over time",
+        description="N Realtime WebSocket speakers ask spoken questions at real time (every "
+        "4th over the end of the previous reply) against a `cadence serve` started on "
+        "127.0.0.1, or --target. Prints each unanswered turn with its events, the server's "
+        "RSS/fds/threads from minute M/6 to the end, loop lag and stalls; exits 1 on an "
+        "unanswered turn, an error event, a lost session or an exception in the server log.",
     )
-    soak.add_argument("--sessions", type=int, default=4)
-    soak.add_argument("--minutes", type=float, default=30.0, help="may be a fraction")
+    soak.add_argument("--sessions", type=int, default=4, help="concurrent speakers (4)")
+    soak.add_argument("--minutes", type=float, default=30.0, help="may be a fraction (30)")
     soak.add_argument("--target", help="http://HOST:PORT of a running server (no sampling)")
-    soak.add_argument("--token", default=None)
+    soak.add_argument("--token", default=None, help="bearer token for --target")
     soak.add_argument("--config", help="TOML config for the started server")
     soak.set_defaults(handler=soak_command)

@@ -16,10 +16,13 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from cadence.agent.tool_decision import DecisionOptions, JsonDecoder, argument_deltas, decide
+from cadence.agent.tools import ToolRegistry, check_arguments
 from cadence.bench.engine import engine_command
 from cadence.errors import BackendUnavailable, ConfigError, ModelError, StageTimeout
 from cadence.llm.base import ChatMessage, GenerationOptions, ImagePart, LLMBackend
 from cadence.llm.http_backend import OpenAIChatBackend, OpenAIChatOptions
+from cadence.llm.json_grammar import bounded_schema
 from cadence.llm.llamacpp import default_model_path
 from cadence.llm.openai_wire import build_chat_request
 
@@ -424,3 +427,94 @@ def test_make_llm_builds_the_http_backend_from_a_profile_table() -> None:
     assert backend.context_window == 8192
     with pytest.raises(ConfigError, match="unknown or missing key"):
         make_llm({**table, "n_ctx": 2048})
+
+
+# ---------------------------------------------------------------- JSON under a schema (tools)
+
+CITY = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+CALL_PREFIX = '{"tool": "get_weather", "arguments": '
+WEATHER = [SYSTEM, ChatMessage("user", "What's the weather in Paris?")]
+
+
+def _text(message: dict[str, object]) -> str:
+    content = message["content"]
+    if isinstance(content, str):
+        return content
+    assert isinstance(content, list)
+    return " ".join(str(part.get("text", "")) for part in content)
+
+
+async def test_json_is_asked_for_by_response_format_and_checked_when_done() -> None:
+    async def answer(body: bytes, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(SSE_HEAD + sse('{"city": ') + sse('"Paris"}', "stop") + b"data: [DONE]\n\n")
+        await w.drain()
+
+    async with Stub(answer) as stub:
+        backend = backend_at(stub.port)
+        parts = [d async for d in backend.stream_json(WEATHER, CITY, prefix=CALL_PREFIX)]
+    assert json.loads("".join(parts)) == {"city": "Paris"}
+    body = json.loads(stub.bodies[0])
+    fmt = body["response_format"]
+    assert fmt["type"] == "json_schema"
+    assert fmt["json_schema"]["schema"]["properties"]["city"]["maxLength"] == 64  # bounded
+    assert fmt["json_schema"]["schema"]["additionalProperties"] is False
+    assert body["temperature"] == 0.0 and body["max_tokens"] > 20
+    roles = [m["role"] for m in body["messages"]]
+    assert roles == ["system", "user"], "the hint joins the last user message"
+    assert _text(body["messages"][-1]).endswith(f"completes: {CALL_PREFIX}")
+
+
+async def test_json_object_mode_and_an_engine_that_ignores_the_schema() -> None:
+    async def prose(body: bytes, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(SSE_HEAD + sse("It is sunny in Paris.", "stop") + b"data: [DONE]\n\n")
+        await w.drain()
+
+    async with Stub(prose) as stub:
+        backend = backend_at(stub.port, json_mode="json_object")
+        with pytest.raises(ModelError, match=r"did not answer with JSON.*json_mode"):
+            _ = [d async for d in backend.stream_json(WEATHER, CITY, prefix=CALL_PREFIX)]
+    fmt = json.loads(stub.bodies[0])["response_format"]
+    assert fmt == {"type": "json_object", "schema": bounded_schema(CITY)}
+    off = backend_at(1, json_mode="off")
+    with pytest.raises(ModelError, match="json_mode is off"):
+        _ = [d async for d in off.stream_json(WEATHER, CITY)]
+    with pytest.raises(ConfigError, match="json_mode"):
+        backend_at(1, json_mode="grammar")
+
+
+async def test_tools_work_through_the_real_server(llama_server: int) -> None:
+    """The embedded tool path (decide, then stream the arguments) on a remote engine:
+    llama-cpp-python's server takes `response_format` json_object with a schema."""
+    backend = backend_at(llama_server, json_mode="json_object")
+    assert isinstance(backend, JsonDecoder)
+    registry = ToolRegistry()
+    for tool in (get_weather, get_time):
+        registry.register(tool)
+    for question, tool, city in [
+        ("What's the weather in Paris?", "get_weather", "Paris"),
+        ("What time is it in Tokyo?", "get_time", "Tokyo"),
+        ("Tell me a joke", None, None),
+    ]:
+        messages = [SYSTEM, ChatMessage("user", question)]
+        decision = await decide(messages, registry.specs(), DecisionOptions(), backend)
+        assert (decision.tool.name if decision.tool else None) == tool, question
+        if decision.tool is None:
+            continue
+        deltas = argument_deltas(backend, decision.tool, messages, True)
+        arguments = json.loads("".join([d async for d in deltas]))
+        check_arguments(decision.tool.parameters, arguments)
+        assert arguments["city"] == city, arguments
+    # two tools the words both name: the model picks under an enum schema on the engine
+    both = [SYSTEM, ChatMessage("user", "What's the weather and the time in Rome?")]
+    picked = await decide(both, registry.specs(), DecisionOptions(), backend)
+    assert picked.reason == "model_picked" and picked.tool is not None
+
+
+def get_weather(city: str) -> dict[str, object]:
+    """Get the current weather in a city."""
+    return {"city": city, "forecast": "sunny"}
+
+
+def get_time(city: str) -> dict[str, object]:
+    """Get the current local time in a city."""
+    return {"time": "9:30 PM"}

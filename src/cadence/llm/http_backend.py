@@ -8,14 +8,15 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx2
 
 from cadence.errors import CadenceError, ConfigError, ModelError, StageTimeout
 from cadence.llm.base import ChatMessage, GenerationOptions
+from cadence.llm.json_grammar import bounded_schema, max_json_chars
 from cadence.llm.openai_wire import build_chat_request
 from cadence.net.client import Engine, EngineOptions
 
@@ -29,6 +30,7 @@ _CALIBRATION_TEXT = (
     "Paris, on the Seine, has about two million people; it's 9:30 and 21 degrees."
 )
 _TOKENIZE_TIMEOUT_S = 2.0
+JSON_MODES = ("json_schema", "json_object", "off")
 
 
 @dataclass(frozen=True)
@@ -39,9 +41,15 @@ class OpenAIChatOptions(EngineOptions):
     max_tokens: int = 100  # a voice agent speaks a sentence or two
     temperature: float = 0.2
     tokenize: bool = True  # calibrate count_tokens on the engine's tokenize route at warm()
+    # How the engine is asked for JSON under a schema (tool calls): "json_schema" (OpenAI,
+    # vLLM, SGLang, llama.cpp's llama-server) or "json_object" with a `schema` key
+    # (llama-cpp-python's server); "off": the engine is never asked, tools stay unused.
+    json_mode: str = "json_schema"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.json_mode not in JSON_MODES:
+            raise ConfigError(f"[llm] json_mode={self.json_mode!r} is not one of {JSON_MODES}")
         if not self.model:
             raise ConfigError(
                 "[llm] backend 'openai' needs `model`: the name the engine serves "
@@ -117,6 +125,46 @@ class OpenAIChatBackend:
         body = build_chat_request(
             messages, model=self.options.model, options=options or self.generation
         )
+        async for delta in self._stream(body):
+            yield delta
+
+    async def stream_json(
+        self, messages: Sequence[ChatMessage], schema: Mapping[str, Any], *, prefix: str = ""
+    ) -> AsyncIterator[str]:
+        """Yield the text of one JSON value matching `schema` (tool decisions and arguments),
+        decoded by the engine's structured output (`response_format`, see `json_mode`).
+
+        The value is what follows the assistant text `prefix` (e.g. `{"tool": "get_weather",
+        "arguments": `); chat APIs cannot continue an assistant message, so the request
+        says what the value completes. An engine that ignores `response_format` and answers
+        something else is a `ModelError` at the end, which the tool path turns into a plain
+        answer."""
+        if self.options.json_mode == "off":
+            raise ModelError("[llm] json_mode is off: this engine is not asked for JSON")
+        bounded = bounded_schema(schema)
+        ask = _with_prefix_hint(list(messages), prefix)
+        options = GenerationOptions(max_tokens=max_json_chars(bounded) + 8, temperature=0.0)
+        body = build_chat_request(ask, model=self.options.model, options=options)
+        body["response_format"] = self._response_format(bounded)
+        parts: list[str] = []
+        async for delta in self._stream(body):
+            parts.append(delta)
+            yield delta
+        try:
+            json.loads("".join(parts))
+        except ValueError:
+            raise ModelError(
+                f"the LLM engine at {self._chat_url} did not answer with JSON under the schema "
+                f"({''.join(parts)[:80]!r}); does it support response_format "
+                f"{self.options.json_mode!r}? set [llm] json_mode"
+            ) from None
+
+    def _response_format(self, schema: dict[str, Any]) -> dict[str, Any]:
+        if self.options.json_mode == "json_object":
+            return {"type": "json_object", "schema": schema}
+        return {"type": "json_schema", "json_schema": {"name": "value", "schema": schema}}
+
+    async def _stream(self, body: dict[str, Any]) -> AsyncIterator[str]:
         response = await self._engine.open("POST", self._chat_url, json=body)
         events = httpx2.EventSource(response).__aiter__()
         finished = False
@@ -238,3 +286,14 @@ class OpenAIChatBackend:
             return len(tokens)
         count = payload.get("count")
         return count if isinstance(count, int) and count > 0 else None
+
+
+def _with_prefix_hint(messages: list[ChatMessage], prefix: str) -> list[ChatMessage]:
+    """Say what the value completes, in the last user message (some chat templates refuse
+    two user messages in a row)."""
+    if not prefix:
+        return messages
+    hint = f"Reply with only the JSON value that completes: {prefix}"
+    if messages and messages[-1].role == "user":
+        return [*messages[:-1], replace(messages[-1], content=f"{messages[-1].content}\n{hint}")]
+    return [*messages, ChatMessage("user", hint)]

@@ -18,7 +18,7 @@ async def test_the_started_engine_answers_through_the_config_it_writes() -> None
     pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server]")
     async with llama_cpp_engine(threads=1) as config_path:
         profile = load_config(config_path).profile()
-        assert profile.llm["backend"] == "openai"
+        assert profile.llm["backend"] == "openai" and profile.llm["json_mode"] == "json_object"
         llm = make_llm(profile.llm)
         try:
             await llm.warm("You are a helpful assistant. Answer in one short sentence.")

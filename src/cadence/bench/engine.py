@@ -46,6 +46,7 @@ def shared_engine_config(url: str, directory: Path) -> Path:
         'default_profile = "shared"\n'
         "[profiles.shared.llm]\n"
         f'backend = "openai"\nurl = "{url}"\nmodel = "smollm2"\ncontext_window = 2048\n'
+        'json_mode = "json_object"\n'  # llama-cpp-python ignores "json_schema"
     )
     return path
 

@@ -6,12 +6,20 @@ import time
 
 import numpy as np
 import pytest
+from aiortc import RTCPeerConnection
+from aiortc.jitterbuffer import JitterBuffer
+from aiortc.rtp import RtpPacket
 from transport_fakes import tone
 
 from cadence.errors import ConfigError
 from cadence.transport.ice import keep_loopback_candidates, parse_ice_server
 from cadence.transport.limits import ServerLimits
-from cadence.transport.media import AgentAudioTrack, VideoFrameBuffer, audio_frame_to_chunk
+from cadence.transport.media import (
+    AgentAudioTrack,
+    VideoFrameBuffer,
+    audio_frame_to_chunk,
+    listen_without_prefetch,
+)
 from cadence.transport.metrics import Metrics
 
 
@@ -130,3 +138,31 @@ def test_metrics_text_format() -> None:
     assert 'cadence_v2v_ms_bucket{le="500"} 1' in text
     assert 'cadence_v2v_ms_bucket{le="+Inf"} 2' in text and "cadence_v2v_ms_count 2" in text
     assert text.endswith("\n")
+
+
+def _packet(n: int) -> RtpPacket:
+    packet = RtpPacket(payload_type=111, sequence_number=n, timestamp=960 * n, payload=b"opus")
+    packet._data = b"opus"  # type: ignore[attr-defined]  # what the receiver depayloads into
+    return packet
+
+
+async def test_inbound_audio_is_released_a_packet_later_not_four() -> None:
+    """The mic feeds VAD and ASR, not a speaker: 80 ms of jitter prefetch only delays the
+    end of every turn, so a call's audio receivers hold one packet (20 ms) instead."""
+    pc = RTCPeerConnection()
+    try:
+        pc.addTransceiver("audio", direction="recvonly")
+        pc.addTransceiver("video", direction="recvonly")
+        assert listen_without_prefetch(pc)
+        audio, video = (t.receiver for t in pc.getTransceivers())
+        buffer = audio._RTCRtpReceiver__jitter_buffer
+        assert video._RTCRtpReceiver__jitter_buffer._prefetch == 0  # untouched
+        assert buffer._prefetch == 0 and not buffer._is_video
+        released = [buffer.add(_packet(n))[1] for n in range(6)]
+        assert released[0] is None  # a frame is complete once the next packet starts
+        assert [f.timestamp if f else None for f in released[1:]] == [0, 960, 1920, 2880, 3840]
+        aiortc_default = JitterBuffer(capacity=16, prefetch=4)
+        held = [aiortc_default.add(_packet(n))[1] for n in range(6)]
+        assert held[:4] == [None] * 4  # the first packet only leaves when the fifth arrives
+    finally:
+        await pc.close()

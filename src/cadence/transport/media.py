@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -16,6 +17,8 @@ from typing import Any
 
 import av
 import numpy as np
+from aiortc import RTCPeerConnection
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from cadence.audio.chunk import AudioChunk
@@ -26,6 +29,9 @@ FRAME_MS = 20
 MAX_LAG_S = 0.5  # if the sender fell further behind than this, restart the clock
 
 PlayedReport = Callable[[int, float], None]
+_JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"  # aiortc 1.16's RTCRtpReceiver.__jitter_buffer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -124,6 +130,25 @@ class AgentAudioTrack(MediaStreamTrack):
         self.frames_sent += 1
         self.audio_frames_sent += bool(taken)
         return frame
+
+
+def listen_without_prefetch(pc: RTCPeerConnection) -> bool:
+    """Inbound audio goes to VAD and ASR, not to a speaker: aiortc holds 4 packets (80 ms)
+    back to smooth jitter for playback, which only delays the end of every user turn. Each
+    audio receiver gets a jitter buffer that releases a packet once the next one arrives
+    (20 ms; order and loss handling unchanged). It is aiortc's private attribute (aiortc is
+    pinned): when it is missing, nothing changes and the call works as before."""
+    swapped = True
+    for transceiver in pc.getTransceivers():
+        receiver = transceiver.receiver
+        if transceiver.kind != "audio" or receiver is None:
+            continue
+        if not hasattr(receiver, _JITTER_ATTR):
+            log.warning("aiortc has no %s; inbound audio keeps its 80 ms prefetch", _JITTER_ATTR)
+            swapped = False
+            continue
+        setattr(receiver, _JITTER_ATTR, JitterBuffer(capacity=16, prefetch=0))
+    return swapped
 
 
 def audio_frame_to_chunk(frame: Any) -> AudioChunk:

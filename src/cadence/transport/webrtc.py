@@ -28,6 +28,7 @@ from cadence.transport.media import (
     VideoFrameBuffer,
     audio_frame_to_chunk,
     frame_time_s,
+    listen_without_prefetch,
     to_cadence_frame,
 )
 from cadence.transport.protocol import Event, RealtimeProtocol
@@ -234,6 +235,7 @@ async def answer_call(ctx: ServerContext, offer_sdp: str, model: str | None) -> 
             ) from None
         if not any(t.kind == "audio" for t in pc.getTransceivers()):
             raise ProtocolError("the SDP offer has no audio section; a call needs the microphone")
+        listen_without_prefetch(pc)
         pc.addTrack(call.audio_out)
         try:
             await pc.setLocalDescription(await pc.createAnswer())

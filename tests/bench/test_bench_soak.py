@@ -13,17 +13,8 @@ from typing import Any
 
 import pytest
 
-from cadence.bench.soak import (
-    ANSWERED,
-    PENDING,
-    LagSample,
-    SoakReport,
-    StartedServer,
-    TurnRecord,
-    parse_loop_lag,
-    run_soak,
-    started_server,
-)
+from cadence.bench.server_process import LagSample, StartedServer, parse_loop_lag, started_server
+from cadence.bench.soak import ANSWERED, PENDING, SoakReport, TurnRecord, run_soak
 
 SOAK_MINUTES = 1.0
 FD_SLACK = 2

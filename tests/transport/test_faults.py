@@ -102,7 +102,7 @@ async def test_mutated_sdp_offers_never_give_500() -> None:
 def test_soak_sampler_reads_this_process() -> None:
     import os
 
-    from cadence.bench.soak import ProcessSample, growth, sample_process
+    from cadence.bench.server_process import ProcessSample, growth, sample_process
 
     sample = sample_process(os.getpid(), 1.0)
     assert sample.rss_mb > 1 and sample.fds > 0 and sample.threads >= 1

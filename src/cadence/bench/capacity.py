@@ -55,7 +55,7 @@ async def _server(target: str | None, config: str | None) -> AsyncIterator[str]:
     if target:
         yield target
         return
-    from cadence.bench.soak import started_server
+    from cadence.bench.server_process import started_server
 
     async with started_server(config) as server:
         yield server.url.replace("http://", "ws://").rstrip("/")

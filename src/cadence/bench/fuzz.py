@@ -621,7 +621,7 @@ async def run_fuzz(target: str, options: FuzzOptions) -> FuzzReport:
 
 async def fuzz_command(args: Any) -> int:
     """`cadence bench fuzz`: against `--target`, or a `cadence serve` this command starts."""
-    from cadence.bench.soak import started_server
+    from cadence.bench.server_process import started_server
 
     options = FuzzOptions(
         cases=args.cases,

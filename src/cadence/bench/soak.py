@@ -2,9 +2,6 @@
 
 Every turn is kept with the last events the server sent for it, so a question left without
 an answer is reported with what happened to it.
-
-Also the self-started `cadence serve` that soak and fuzz measure: a separate process on
-127.0.0.1 with its log kept, so exceptions in it are reported, not lost.
 """
 
 from __future__ import annotations
@@ -13,24 +10,24 @@ import asyncio
 import base64
 import contextlib
 import json
-import os
-import re
-import sys
-import tempfile
 import time
 import urllib.request
 from collections import deque
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-READY = re.compile(r"cadence serving on (http://\S+)")
-START_TIMEOUT_S = 600.0  # model loading on a cold, shared machine
+from cadence.bench.server_process import (
+    LagSample,
+    ProcessSample,
+    growth,
+    parse_loop_lag,
+    sample_process,
+    started_server,
+)
+
 QUESTIONS = ("What is the capital of France?", "How many days are in a week?", "Say hello.")
-LAG_LINE = re.compile(r'^cadence_event_loop_lag_ms\{quantile="([0-9.]+)"\} (\S+)$', re.M)
 CHUNK_S = 0.1  # the mic sends 100 ms appends at real time
 CHUNK_BYTES = int(24_000 * CHUNK_S) * 2
 SILENCE = b"\0" * CHUNK_BYTES
@@ -40,125 +37,6 @@ PAUSE_S = 0.5  # after the reply has played, before the next question
 BARGE_EVERY = 4  # every 4th question is asked at response.done, over the reply still playing
 LAG_WINDOW_S = 61.0  # the server's lag quantiles cover its last 1200 wake-ups (~a minute)
 EVENT_TAIL = 10  # events kept per turn (runs of one type count as one)
-
-
-@dataclass(frozen=True)
-class ProcessSample:
-    t_s: float
-    rss_mb: float
-    fds: int
-    threads: int
-
-
-def sample_process(pid: int, t_s: float = 0.0) -> ProcessSample:
-    """RSS, open file descriptors and threads of a process, from /proc (Linux)."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    values = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    rss_kb = float(values["VmRSS"].split()[0])
-    threads = int(values["Threads"].strip())
-    fds = len(os.listdir(f"/proc/{pid}/fd"))
-    return ProcessSample(t_s, rss_kb / 1024.0, fds, threads)
-
-
-def growth(samples: list[ProcessSample], settle_fraction: float = 1 / 6) -> dict[str, float]:
-    """Change from the sample after the settling period (minute 5 of 30) to the last one."""
-    if len(samples) < 2:
-        return {"rss_pct": 0.0, "fds": 0.0, "threads": 0.0}
-    end = samples[-1]
-    settle_t = samples[0].t_s + settle_fraction * (end.t_s - samples[0].t_s)
-    base = next(s for s in samples if s.t_s >= settle_t)
-    return {
-        "rss_pct": 100.0 * (end.rss_mb - base.rss_mb) / base.rss_mb if base.rss_mb else 0.0,
-        "fds": float(end.fds - base.fds),
-        "threads": float(end.threads - base.threads),
-    }
-
-
-@dataclass
-class StartedServer:
-    process: asyncio.subprocess.Process
-    url: str
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return int(self.process.pid)
-
-    def problems(self) -> list[str]:
-        """Exceptions and errors in the server's log (tracebacks are failures even if caught)."""
-        text = self.log_path.read_text(errors="replace")
-        keys = ("Traceback", "Exception in ASGI", "ERROR")
-        return [line for line in text.splitlines() if any(k in line for k in keys)]
-
-    def stalls(self) -> list[list[str]]:
-        """The server's event-loop stall warnings (>= 250 ms), each with its logged stack."""
-        lines = self.log_path.read_text(errors="replace").splitlines()
-        found = []
-        for i, line in enumerate(lines):
-            if "event loop blocked for" in line:
-                stack = lines[i + 1 : i + 31]
-                end = next((k for k, ln in enumerate(stack) if not ln.startswith(" ")), len(stack))
-                found.append([line, *stack[:end]])
-        return found
-
-    def describe(self) -> str:
-        code = self.process.returncode
-        return f"pid {self.pid}, " + ("still running" if code is None else f"exit code {code}")
-
-
-@contextlib.asynccontextmanager
-async def started_server(config: str | None = None) -> AsyncIterator[StartedServer]:
-    """`cadence serve --port 0` on 127.0.0.1 as a child process, until the block ends."""
-    log = Path(tempfile.mkstemp(prefix="cadence-serve-", suffix=".log")[1])
-    argv = [sys.executable, "-c", "from cadence.cli import main; raise SystemExit(main())"]
-    argv += ["serve", "--host", "127.0.0.1", "--port", "0", "--local-only"]
-    if config:
-        argv += ["--config", config]
-    env = {k: v for k, v in os.environ.items() if k != "CADENCE_TOKEN"}
-    with log.open("wb") as log_file:  # noqa: ASYNC230  (opened once, before the child starts)
-        process = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.PIPE, stderr=log_file, env=env
-        )
-    try:
-        assert process.stdout is not None
-        async with asyncio.timeout(START_TIMEOUT_S):
-            while True:
-                line = (await process.stdout.readline()).decode()
-                if not line:
-                    raise RuntimeError(f"cadence serve exited; see {log}")
-                if match := READY.search(line):
-                    break
-        print(f"started cadence serve at {match.group(1)} (log {log})", file=sys.stderr)
-        yield StartedServer(process, match.group(1), log)
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            try:
-                async with asyncio.timeout(30):
-                    await process.wait()
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-
-
-@dataclass(frozen=True)
-class LagSample:
-    """The server's event-loop lag over the minute before `t_s` (its /metrics quantiles, ms)."""
-
-    t_s: float
-    p50: float
-    p99: float
-    max: float
-
-
-def parse_loop_lag(metrics_text: str, t_s: float = 0.0) -> LagSample | None:
-    """`cadence_event_loop_lag_ms{quantile=...}` from a /metrics page; None if absent."""
-    values: dict[str, float] = {}
-    for match in LAG_LINE.finditer(metrics_text):
-        values[match.group(1)] = float(match.group(2))
-    if not {"0.5", "0.99", "1"} <= values.keys():
-        return None
-    return LagSample(t_s, values["0.5"], values["0.99"], values["1"])
 
 
 PENDING = "pending"

@@ -25,7 +25,7 @@ QUEUE_TOKENS = 2
 
 @pytest.fixture(scope="module")
 def backend() -> Iterator[LlamaCppBackend]:
-    model = LlamaCppBackend(LlamaCppOptions(queue_tokens=QUEUE_TOKENS))
+    model = LlamaCppBackend(LlamaCppOptions(queue_tokens=QUEUE_TOKENS, instances=1))
     yield model
     model.close()
 
@@ -127,7 +127,7 @@ async def test_an_exception_in_the_worker_reaches_the_reader(
 
 @pytest.mark.models
 async def test_a_prompt_longer_than_the_window_is_a_model_error(backend: LlamaCppBackend) -> None:
-    huge = ChatMessage("user", "word " * (backend.context_window + 10))
+    huge = ChatMessage("user", "word " * (backend.options.n_ctx + 10))
     with pytest.raises(ModelError, match="context window"):
         await collect(backend, [SYSTEM, huge])
     assert backend.free_instances == 1
@@ -169,6 +169,30 @@ async def test_a_pool_of_two_is_warmed_and_runs_two_streams() -> None:
 
 
 @pytest.mark.models
+async def test_each_session_goes_back_to_the_instance_that_holds_its_history() -> None:
+    """Two sessions, two instances: each turn finds its own history in a KV cache, so only
+    the new words are evaluated, whatever ran on the other instance meanwhile."""
+    pair = LlamaCppBackend(LlamaCppOptions(instances=2))
+    try:
+        await pair.warm(SYSTEM.content)
+        talks = {
+            name: [SYSTEM, ChatMessage("user", f"{topic} " * 120)]
+            for name, topic in (("a", "Tell me about castles."), ("b", "Tell me about rivers."))
+        }
+        for turn in range(2):
+            for name, messages in talks.items():
+                messages.append(ChatMessage("user", f"Question {turn} of {name}?"))
+                ids = pair._prompt_ids(messages)
+                cached = max(i.cached_prefix(ids) for i in pair._pool.all)
+                if turn:  # the whole earlier prompt, not just the system prompt
+                    assert cached > len(ids) - 30, (name, cached, len(ids))
+                reply = "".join(await collect(pair, messages))
+                messages.append(ChatMessage("assistant", reply))
+    finally:
+        pair.close()
+
+
+@pytest.mark.models
 async def test_warm_prefix_is_not_evaluated_again(
     backend: LlamaCppBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -197,7 +221,9 @@ async def test_warm_prefix_is_not_evaluated_again(
 
 @pytest.mark.models
 def test_count_tokens_and_window(backend: LlamaCppBackend) -> None:
-    assert backend.context_window == 2048
+    # the prompt budget, not n_ctx: a longer prompt is too slow to evaluate on a CPU
+    assert backend.context_window == backend.options.max_prompt_tokens == 768
+    assert backend.options.n_ctx == 1024
     assert backend.count_tokens("") == 0
     assert 1 <= backend.count_tokens("hello world") <= 3
     assert backend.count_tokens("<|im_end|>") > 1  # user text never becomes a control token

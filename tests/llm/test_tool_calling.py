@@ -64,7 +64,7 @@ CASES: list[tuple[str, str | None, dict[str, Any]]] = [
 
 @pytest.fixture(scope="module")
 def backend() -> Iterator[LlamaCppBackend]:
-    model = LlamaCppBackend(LlamaCppOptions())
+    model = LlamaCppBackend(LlamaCppOptions(instances=1))
     asyncio.run(model.warm(SYSTEM.content))
     yield model
     model.close()

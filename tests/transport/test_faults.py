@@ -106,5 +106,15 @@ def test_soak_sampler_reads_this_process() -> None:
 
     sample = sample_process(os.getpid(), 1.0)
     assert sample.rss_mb > 1 and sample.fds > 0 and sample.threads >= 1
-    samples = [ProcessSample(t, 100.0 + (t >= 50) * 10, 10, 4) for t in range(0, 101, 10)]
-    assert growth(samples) == {"rss_pct": 10.0, "fds": 0.0, "threads": 0.0}
+    assert 0 < sample.anon_mb < sample.rss_mb and 0 < sample.pss_mb <= sample.rss_mb + 1
+    samples = [
+        ProcessSample(t, 100.0 + (t >= 50) * 10, 10, 4, pss_mb=80.0, anon_mb=50.0 + (t >= 50) * 8)
+        for t in range(0, 101, 10)
+    ]
+    assert growth(samples) == {
+        "rss_pct": 10.0,
+        "pss_pct": 0.0,
+        "anon_mb": 8.0,
+        "fds": 0.0,
+        "threads": 0.0,
+    }

@@ -25,27 +25,58 @@ class ProcessSample:
     rss_mb: float
     fds: int
     threads: int
+    # RSS counts a file mapped N times N times (llama.cpp maps the GGUF once per instance);
+    # PSS counts each page once, and anonymous memory is what the process itself allocated.
+    pss_mb: float = 0.0
+    anon_mb: float = 0.0
+
+
+def _kib_fields(path: str) -> dict[str, float]:
+    values = {}
+    for line in Path(path).read_text().splitlines():
+        key, _, rest = line.partition(":")
+        parts = rest.split()
+        if len(parts) == 2 and parts[1] == "kB":
+            values[key] = float(parts[0])
+    return values
 
 
 def sample_process(pid: int, t_s: float = 0.0) -> ProcessSample:
-    """RSS, open file descriptors and threads of a process, from /proc (Linux)."""
+    """RSS, PSS, anonymous memory, open file descriptors and threads of a process (Linux)."""
     status = Path(f"/proc/{pid}/status").read_text()
     values = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
     rss_kb = float(values["VmRSS"].split()[0])
     threads = int(values["Threads"].strip())
     fds = len(os.listdir(f"/proc/{pid}/fd"))
-    return ProcessSample(t_s, rss_kb / 1024.0, fds, threads)
+    try:
+        rollup = _kib_fields(f"/proc/{pid}/smaps_rollup")  # Linux 4.14+
+    except OSError:
+        rollup = {}
+    return ProcessSample(
+        t_s,
+        rss_kb / 1024.0,
+        fds,
+        threads,
+        pss_mb=rollup.get("Pss", 0.0) / 1024.0,
+        anon_mb=rollup.get("Anonymous", 0.0) / 1024.0,
+    )
 
 
 def growth(samples: list[ProcessSample], settle_fraction: float = 1 / 6) -> dict[str, float]:
     """Change from the sample after the settling period (minute 5 of 30) to the last one."""
     if len(samples) < 2:
-        return {"rss_pct": 0.0, "fds": 0.0, "threads": 0.0}
+        return {"rss_pct": 0.0, "pss_pct": 0.0, "anon_mb": 0.0, "fds": 0.0, "threads": 0.0}
     end = samples[-1]
     settle_t = samples[0].t_s + settle_fraction * (end.t_s - samples[0].t_s)
     base = next(s for s in samples if s.t_s >= settle_t)
+
+    def pct(now: float, then: float) -> float:
+        return 100.0 * (now - then) / then if then else 0.0
+
     return {
-        "rss_pct": 100.0 * (end.rss_mb - base.rss_mb) / base.rss_mb if base.rss_mb else 0.0,
+        "rss_pct": pct(end.rss_mb, base.rss_mb),
+        "pss_pct": pct(end.pss_mb, base.pss_mb),
+        "anon_mb": end.anon_mb - base.anon_mb,
         "fds": float(end.fds - base.fds),
         "threads": float(end.threads - base.threads),
     }

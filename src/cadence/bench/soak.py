@@ -195,12 +195,14 @@ class SoakReport:
             g = growth(self.samples)
             lines.append(
                 f"server RSS {first.rss_mb:.0f} -> {last.rss_mb:.0f} MiB "
-                f"({g['rss_pct']:+.1f}% since the settled sample), fds {first.fds} -> "
-                f"{last.fds}, threads {first.threads} -> {last.threads}"
+                f"({g['rss_pct']:+.1f}% since the settled sample, the first after 1/6 of the "
+                f"run), PSS {g['pss_pct']:+.1f}%, anonymous {g['anon_mb']:+.0f} MiB; "
+                f"fds {first.fds} -> {last.fds}, threads {first.threads} -> {last.threads}"
             )
             for s in self.samples[:: max(1, len(self.samples) // 10)]:
                 lines.append(
-                    f"  t={s.t_s:7.1f} s  rss {s.rss_mb:7.1f} MiB  fds {s.fds}  th {s.threads}"
+                    f"  t={s.t_s:7.1f} s  rss {s.rss_mb:7.1f} MiB  pss {s.pss_mb:7.1f} MiB  "
+                    f"anon {s.anon_mb:7.1f} MiB  fds {s.fds}  th {s.threads}"
                 )
         return "\n".join(lines)
 

@@ -899,6 +899,28 @@ def _(s: Sim) -> None:
     assert s.assistant_turns()[1] == full("germany")
 
 
+@scenario("a-late-final-never-barges-into-the-answer-to-its-own-turn", llm_ms=1500.0)
+def _(s: Sim) -> None:
+    # Found by the 30-minute soak: a question begun as the reply ended was answered on its
+    # partial (its final came late, on a loaded machine), then that final, arriving before
+    # the slow answer was heard, "barged in" on the answer: the question went unanswered.
+    ask(s)
+    reply_start = REPLY_START + 1500.0 - 120.0  # the sim's default llm_ms is 120
+    # Heard (VAD) 30 ms before the reply ends: a barge-in candidate. No words for 700 ms,
+    # so the reply resumes and ends; the first partial comes after that.
+    s.say(
+        reply_start + 4000 - VAD_START_MS - 30,
+        "Thanks, and Germany?",
+        dur_ms=1600,
+        partial_every_ms=1000,
+        final_delay_ms=1200,
+    )
+    s.run(22_000)
+    assert s.metrics["barge_in"] == 0
+    assert s.user_turns()[1] == "Thanks, and Germany?"
+    assert s.assistant_turns()[1] == full("germany")
+
+
 @scenario("user-speaks-in-listening-state-starts-turn-without-pause")
 def _(s: Sim) -> None:
     ask(s)

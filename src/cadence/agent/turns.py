@@ -388,6 +388,9 @@ class TurnController:
     def _answer(self, turn: _Turn, out: list[ev.Action]) -> None:
         """The user's turn is over: promote the matching speculation or start an answer."""
         turn.endpointed = True
+        # Answered, it is the user's turn, not a candidate to barge into a reply: else its own
+        # late final would "barge in" on its answer, and the question would go unanswered.
+        turn.candidate = False
         gen = self._gen
         if gen and not gen.speculative:
             self._finish(gen, out, interrupted=True, cancel="superseded")

@@ -21,9 +21,9 @@ def _ready(message: str) -> None:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from cadence.transport.malloc_arenas import cap_malloc_arenas
+    from cadence.transport.process_tuning import tune_server_process
 
-    cap_malloc_arenas()  # before the model threads start
+    tune_server_process()  # before the model threads start
     from cadence.transport.server import ServeOptions, serve
 
     options = ServeOptions(

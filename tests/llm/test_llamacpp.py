@@ -14,12 +14,24 @@ import pytest
 
 from cadence.errors import ModelError, ModelNotInstalled
 from cadence.llm.base import ChatMessage, GenerationOptions, LLMBackend
-from cadence.llm.llamacpp import LlamaCppBackend, LlamaCppOptions, _StopText, default_model_path
+from cadence.llm.llamacpp import (
+    PROMPT_CHUNK,
+    LlamaCppBackend,
+    LlamaCppOptions,
+    _StopText,
+    default_model_path,
+)
 
 SYSTEM = ChatMessage("system", "You are a helpful voice assistant. Keep answers short.")
 FRANCE = [SYSTEM, ChatMessage("user", "What is the capital of France?")]
 STORY = [SYSTEM, ChatMessage("user", "Tell me a long story about a dragon and a brave knight.")]
 LONG = GenerationOptions(max_tokens=60, temperature=0.2)
+NOTES = (
+    "My flight lands in Lisbon at nine, the hotel is near the river, my sister arrives on "
+    "Tuesday with two children, we want one museum, one long lunch and a walk by the sea, "
+    "and the weather may turn, so plan for rain in the afternoons. "
+)
+LONG_PROMPT = [SYSTEM, ChatMessage("user", NOTES * 9 + "What should we do first?")]
 QUEUE_TOKENS = 2
 
 
@@ -89,6 +101,43 @@ async def test_cancel_after_first_delta_stops_the_worker(
     generated.clear()
     full = await collect(backend, STORY, LONG)
     assert len(full) > at_cancel + QUEUE_TOKENS + 2
+
+
+@pytest.mark.models
+async def test_a_long_prompt_sends_heartbeats_while_it_is_evaluated(
+    backend: LlamaCppBackend,
+) -> None:
+    prompt_tokens = backend.count_tokens(NOTES * 9)
+    assert prompt_tokens > 6 * PROMPT_CHUNK
+    deltas = await collect(backend, LONG_PROMPT, GenerationOptions(max_tokens=8))
+    first_text = next(i for i, delta in enumerate(deltas) if delta)
+    # One empty delta per chunk of prompt, all before the reply's first text.
+    assert first_text >= prompt_tokens // PROMPT_CHUNK
+    assert not any(delta == "" for delta in deltas[first_text:])
+
+
+@pytest.mark.models
+async def test_a_stop_during_a_long_prompt_frees_the_instance_within_a_chunk(
+    backend: LlamaCppBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    evaluated: list[int] = []
+    original = llama_cpp.Llama.eval
+
+    def counting(self: llama_cpp.Llama, tokens: Any) -> None:
+        evaluated.append(len(tokens))
+        original(self, tokens)
+
+    monkeypatch.setattr(llama_cpp.Llama, "eval", counting)
+    # Not the prompt of the test before, which the instance may still hold in its cache.
+    other = [SYSTEM, ChatMessage("user", "A second trip. " + NOTES * 9 + "Where to eat?")]
+    async with contextlib.aclosing(backend.stream(other, LONG)) as deltas:
+        assert await anext(deltas) == ""  # the first chunk is in
+    # The worker let go after at most the chunk in flight and the one the queue allowed,
+    # not after the whole prompt (a barge-in's next reply would wait for all of it).
+    assert backend.free_instances == 1
+    assert sum(evaluated) <= (QUEUE_TOKENS + 2) * PROMPT_CHUNK
+    assert sum(evaluated) < backend.count_tokens(NOTES * 9) / 2
+    assert "Paris" in "".join(await collect(backend, FRANCE))
 
 
 @pytest.mark.models

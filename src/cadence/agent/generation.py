@@ -116,6 +116,8 @@ class Speech:
         chunker = ClauseChunker()
         try:
             while (delta := await self._next(deltas)) is not None:
+                if not delta:  # a heartbeat: the model is working (counted as a step)
+                    continue
                 gen.text += delta
                 self._callbacks.on_delta(gen.generation, delta)
                 for clause in chunker.push(delta):

@@ -260,7 +260,8 @@ async def argument_deltas(
     schema = argument_schema(spec, last_user_text(messages), ground)
     prompt = decision_messages([spec], messages)
     async for delta in model.stream_json(prompt, schema, prefix=call_prefix(spec.name)):
-        yield delta
+        if delta:  # not a heartbeat
+            yield delta
 
 
 async def _complete(

@@ -58,7 +58,8 @@ class LLMBackend(Protocol):
     def stream(
         self, messages: Sequence[ChatMessage], options: GenerationOptions | None = None
     ) -> AsyncIterator[str]:
-        """Yield text deltas as they are generated."""
+        """Yield text deltas as they are generated; an empty delta is a heartbeat (the
+        model is working, e.g. on a long prompt) that readers skip but count as progress."""
         ...
 
     async def warm(self, system_prompt: str) -> None:

@@ -99,6 +99,11 @@ class LlamaCppOptions:
                 raise ConfigError(f"LlamaCppOptions.{name}={getattr(self, name)!r} is out of range")
 
 
+# Prompt tokens evaluated between checks for a stop: as fast as 512-token batches (700
+# tokens, one thread: 139 tok/s in chunks of 64, 118 in 512s), and a check every ~0.5 s.
+PROMPT_CHUNK = 64
+
+
 class _Instance:
     """One `Llama` (not thread-safe) plus the ChatML token ids; used by one thread at a time."""
 
@@ -191,6 +196,23 @@ class _Instance:
         n = min(len(held), len(prompt))
         differs = np.flatnonzero(held[:n] != np.asarray(prompt[:n]))
         return int(differs[0]) if len(differs) else n
+
+    def evaluate_prompt(self, prompt: Sequence[int], channel: _TokenChannel) -> bool:
+        """Evaluate all of `prompt` but its last token (generation evaluates that one for
+        its logits) beyond the cached prefix, PROMPT_CHUNK tokens at a time. Between chunks
+        a stopped reader ends it (a barge-in frees the instance at once, not after seconds
+        of prompt) and a heartbeat, an empty delta, tells the reader the model is working.
+        False when the reader stopped."""
+        llama = self.load()
+        body = prompt[:-1]
+        llama.n_tokens = self.cached_prefix(body)  # eval() drops the cache beyond this
+        for start in range(llama.n_tokens, len(body), PROMPT_CHUNK):
+            if channel.stopped.is_set():
+                return False
+            llama.eval(body[start : start + PROMPT_CHUNK])
+            if not channel.put(""):
+                return False
+        return True
 
 
 class _InstancePool:
@@ -378,7 +400,8 @@ class LlamaCppBackend:
     async def stream(
         self, messages: Sequence[ChatMessage], options: GenerationOptions | None = None
     ) -> AsyncIterator[str]:
-        """Yield text deltas of the reply to `messages` (ChatML, system message first)."""
+        """Yield text deltas of the reply to `messages` (ChatML, system message first);
+        while a long prompt is evaluated, an empty delta every PROMPT_CHUNK tokens."""
         options = options or self.options.generation
         loop = asyncio.get_running_loop()
         channel = _TokenChannel(loop, self.options.queue_tokens)
@@ -532,6 +555,8 @@ class LlamaCppBackend:
                 f"{self.options.n_ctx}-token context: trim the history"
             )
         cap = min(cap, room)
+        if not instance.evaluate_prompt(prompt, channel):
+            return
         stop_ids = {instance.im_end, instance.im_start, llama.token_eos()}
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         text = ""
@@ -574,6 +599,8 @@ class LlamaCppBackend:
                 f"the prompt is {len(prompt)} tokens but the context window is "
                 f"{self.options.n_ctx}: trim the history with fit_context or raise n_ctx"
             )
+        if not instance.evaluate_prompt(prompt, channel):
+            return
         stop_ids = {instance.im_end, instance.im_start, llama.token_eos()}
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stop_text = _StopText(options.stop)

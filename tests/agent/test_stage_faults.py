@@ -34,6 +34,8 @@ class ScriptedLLM(FakeLLM):
     scripts: list[tuple[str, str]] = field(default_factory=list)
     gate: asyncio.Event = field(default_factory=asyncio.Event)  # "raise" waits for it
     cancelled: int = 0  # streams stopped by a cancel while waiting on the model
+    clock: Any = None  # "beat N": heartbeats every 500 ms of this clock for N ms, then words
+    beats: int = 0
 
     async def stream(
         self, messages: Sequence[ChatMessage], options: GenerationOptions | None = None
@@ -41,6 +43,14 @@ class ScriptedLLM(FakeLLM):
         self.prompts.append(list(messages))
         words, end = self.scripts.pop(0) if self.scripts else (NEXT, "end")
         try:
+            if end.startswith("beat "):  # a long prompt: heartbeats (empty deltas) first
+                start = last = self.clock.t
+                while self.clock.t < start + float(end.split()[1]):
+                    await asyncio.sleep(0)
+                    if self.clock.t - last >= 500.0:
+                        last = self.clock.t
+                        self.beats += 1
+                        yield ""
             for word in words.split():
                 await asyncio.sleep(0)
                 yield word + " "
@@ -147,6 +157,27 @@ async def test_a_model_slow_to_start_gets_one_holding_phrase_then_a_stage_timeou
     assert llm.cancelled == 1, "the stalled model stream was cancelled"
     heard = h.of(out.AssistantTurnCommitted)
     assert [c.text for c in heard] == [PHRASE]  # what the user heard, and only that
+    await answers_next_turn(h)
+    await close_and_check_nothing_runs(h, baseline)
+
+
+async def test_a_model_evaluating_a_long_prompt_is_working_not_stalled() -> None:
+    baseline = asyncio.all_tasks()
+    llm = ScriptedLLM(scripts=[(ANSWER, "beat 6000")])
+    h = harness(llm, holding_phrase_ms=1500.0)
+    llm.clock = h.clock
+    await h.__aenter__()
+    h.ask("What is the capital of France?")
+    # Twice stall_ms (3 s) without a word, but with a heartbeat every 500 ms: the holding
+    # phrase, then the answer, and no stage_timeout.
+    assert await advance_until(h, lambda: bool(h.of(out.ResponseDone)), 12000.0)
+    await h.finish()
+    assert h.clock.t >= 6000.0 and llm.beats >= 10
+    assert not h.of(out.SessionError)
+    reply = done(h, 1)
+    assert reply.status == "completed"
+    assert texts(h, 1)[0] == PHRASE and "Paris is the capital." in texts(h, 1)
+    assert all(text.strip() for text in texts(h, 1)), "a heartbeat is never spoken or shown"
     await answers_next_turn(h)
     await close_and_check_nothing_runs(h, baseline)
 

@@ -6,8 +6,9 @@ whose language model or synthesizer stops making progress (docs/reliability.md, 
   degrade of a late v2v, recorded in the turn's latency record.
 * No audio at all `turns.stall_ms` after the answer was due: the turn controller drops it
   (`generation_stalled`); the session reports it with `stalled_error`.
-* Audio played, then no progress (no new text from the model, no clause back from TTS, no
-  tool running) for `turns.stall_ms`: `StallWatch` stops the reply (`Generation.fail`).
+* Audio played, then no progress (no new text from the model nor a heartbeat while it
+  evaluates a long prompt, no clause back from TTS, no tool running) for `turns.stall_ms`:
+  `StallWatch` stops the reply (`Generation.fail`).
 
 Either way the client gets an `error` (`stage_timeout`, naming the stage) and a failed
 `response.done`; the history keeps what was played, and the session listens again.

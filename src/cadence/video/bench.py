@@ -45,8 +45,9 @@ async def _first_token(llm: LLMBackend, messages: list[ChatMessage]) -> float:
     start = time.perf_counter()
     stream = llm.stream(messages, GenerationOptions(max_tokens=4, temperature=0.0))
     try:
-        async for _ in stream:
-            break
+        async for delta in stream:
+            if delta:  # not a heartbeat: the first text
+                break
     finally:
         await stream.aclose()
     return (time.perf_counter() - start) * 1000

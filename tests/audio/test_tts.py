@@ -10,7 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cadence.audio.tts import PiperTTS, TtsOptions, _BoundedSession, _longest_piece
+from cadence.audio.tts import (
+    WARM_SLOTS,
+    PiperTTS,
+    TtsOptions,
+    _BoundedSession,
+    _longest_piece,
+)
 from cadence.errors import ConfigError
 from cadence.llm.chunker import ChunkerOptions
 
@@ -83,10 +89,21 @@ def test_sentences_from_several_threads_are_each_spoken_whole() -> None:
         assert np.abs(audio).max() > 0.05, text
 
 
-def test_the_warm_up_speaks_one_sentence_as_long_as_the_longest_piece() -> None:
-    tts = PiperTTS(TtsOptions(max_parallel=2))
+def test_the_warm_up_speaks_the_longest_piece_in_up_to_two_slots_at_once() -> None:
+    tts = PiperTTS(TtsOptions(max_parallel=4))
     piece = _longest_piece()
     assert ChunkerOptions().max_chars - 20 <= len(piece) <= ChunkerOptions().max_chars
     assert len(tts._voice.phonemize(piece)) == 1  # one ONNX run: the largest tensors there are
+    bounded = tts._voice.session
+    real = bounded._session
+    overlap = _CountingSession()
+
+    class Watched:
+        def run(self, output_names: Any, input_feed: Any) -> list[Any]:
+            overlap.run(None, {"x": None})  # counts the overlap, sleeping a little
+            return real.run(output_names, input_feed)
+
+    bounded._session = Watched()
     tts.warm()
+    assert overlap.most_inside == WARM_SLOTS == 2
     assert tts.synthesize("Ready.").size > 0

@@ -64,6 +64,9 @@ def voice_path(voice: str) -> Path:
     return path
 
 
+WARM_SLOTS = 2  # syntheses the warm-up runs at once (~200 MiB each)
+
+
 class _BoundedSession:
     """Piper's ONNX session, run by at most `parallel` threads at once.
 
@@ -128,14 +131,16 @@ class PiperTTS:
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
     def warm(self) -> None:
-        """Synthesize the longest piece a reply is cut into, in every slot at once.
+        """Synthesize the longest piece a reply is cut into, in up to WARM_SLOTS slots at once.
 
         ONNX Runtime's arena keeps its high-water mark: reaching it here makes the memory a
         server needs visible at start, and stable after (docs/reliability.md, "Soak"),
-        instead of growing the first time several long sentences are spoken at once.
+        instead of growing the first time several long sentences are spoken at once. Not
+        every slot of a big machine: with `--workers K` each worker would hold memory for
+        slots its share of the cores rarely fills.
         """
         self.synthesize("Hello.")
-        slots = self.options.parallel_syntheses()
+        slots = min(WARM_SLOTS, self.options.parallel_syntheses())
         with ThreadPoolExecutor(slots, thread_name_prefix="tts-warm") as pool:
             list(pool.map(self.synthesize, [_longest_piece()] * slots))
 

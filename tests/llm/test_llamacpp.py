@@ -64,6 +64,20 @@ def generated(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return tokens
 
 
+@pytest.fixture
+def evaluated(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of every batch of tokens llama.cpp is asked to evaluate."""
+    sizes: list[int] = []
+    original = llama_cpp.Llama.eval
+
+    def counting(self: llama_cpp.Llama, tokens: Any) -> None:
+        sizes.append(len(tokens))
+        original(self, tokens)
+
+    monkeypatch.setattr(llama_cpp.Llama, "eval", counting)
+    return sizes
+
+
 @pytest.mark.models
 async def test_streams_a_reply_in_several_deltas(backend: LlamaCppBackend) -> None:
     deltas = await collect(backend, FRANCE)
@@ -118,16 +132,8 @@ async def test_a_long_prompt_sends_heartbeats_while_it_is_evaluated(
 
 @pytest.mark.models
 async def test_a_stop_during_a_long_prompt_frees_the_instance_within_a_chunk(
-    backend: LlamaCppBackend, monkeypatch: pytest.MonkeyPatch
+    backend: LlamaCppBackend, evaluated: list[int]
 ) -> None:
-    evaluated: list[int] = []
-    original = llama_cpp.Llama.eval
-
-    def counting(self: llama_cpp.Llama, tokens: Any) -> None:
-        evaluated.append(len(tokens))
-        original(self, tokens)
-
-    monkeypatch.setattr(llama_cpp.Llama, "eval", counting)
     # Not the prompt of the test before, which the instance may still hold in its cache.
     other = [SYSTEM, ChatMessage("user", "A second trip. " + NOTES * 9 + "Where to eat?")]
     async with contextlib.aclosing(backend.stream(other, LONG)) as deltas:
@@ -243,7 +249,7 @@ async def test_each_session_goes_back_to_the_instance_that_holds_its_history() -
 
 @pytest.mark.models
 async def test_warm_prefix_is_not_evaluated_again(
-    backend: LlamaCppBackend, monkeypatch: pytest.MonkeyPatch
+    backend: LlamaCppBackend, evaluated: list[int]
 ) -> None:
     system = ChatMessage(
         "system",
@@ -252,14 +258,7 @@ async def test_warm_prefix_is_not_evaluated_again(
         "or two short spoken sentences, and never use lists or markdown.",
     )
     await backend.warm(system.content)
-    evaluated: list[int] = []
-    original = llama_cpp.Llama.eval
-
-    def counting(self: llama_cpp.Llama, tokens: Any) -> None:
-        evaluated.append(len(tokens))
-        original(self, tokens)
-
-    monkeypatch.setattr(llama_cpp.Llama, "eval", counting)
+    evaluated.clear()  # what the reply evaluates, not the warm-up
     question = "When do you open?"
     reply = await collect(backend, [system, ChatMessage("user", question)])
     assert "".join(reply).strip()

@@ -415,9 +415,8 @@ class LlamaCppBackend:
         finally:
             channel.stopped.set()
             # Wait for the worker to let go of the instance (at most one token or prompt
-            # chunk), so the
-            # caller's next request finds it free; if cancelled again, the worker still
-            # releases it on its own.
+            # chunk), so the caller's next request finds it free; if cancelled again, the
+            # worker still releases it on its own.
             await asyncio.shield(job)
 
     async def stream_json(
